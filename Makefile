@@ -1,0 +1,49 @@
+# edge-gateway developer commands. `make run` and `make test` provision what they need.
+
+ORT_VERSION := 1.31.1
+ORT_DIR     := .ort
+ORT_LIB     := $(ORT_DIR)/lib/libonnxruntime.so.$(ORT_VERSION)
+MODEL       ?= onnx/models/edge-tiny-genai
+BENCH_MODEL ?= .bench/bench-250m-genai
+
+.PHONY: ort run test lint bench models bench-model
+
+## ONNX Runtime shared library from the pinned PyPI wheel (no Python install needed at run time).
+ort: $(ORT_LIB)
+
+$(ORT_LIB):
+	mkdir -p $(ORT_DIR)/wheel $(ORT_DIR)/lib
+	python3 -m pip download --quiet --no-deps --only-binary=:all: \
+		--python-version 3.11 --platform manylinux_2_28_x86_64 \
+		onnxruntime==$(ORT_VERSION) -d $(ORT_DIR)/wheel
+	python3 -c "import glob, zipfile, shutil; \
+		w = zipfile.ZipFile(glob.glob('$(ORT_DIR)/wheel/onnxruntime-$(ORT_VERSION)-*.whl')[0]); \
+		src = w.open('onnxruntime/capi/libonnxruntime.so.$(ORT_VERSION)'); \
+		shutil.copyfileobj(src, open('$(ORT_LIB)', 'wb'))"
+	@echo "ONNX Runtime $(ORT_VERSION) provisioned at $(ORT_LIB)"
+
+## Serve the embedded default model on 127.0.0.1:8080 (override with EDGE_GATEWAY__SERVER__LISTEN).
+run: ort
+	cargo run --release --bin edge-gateway -- serve --model $(MODEL)
+
+## Everything CI runs: formatting, lints, unit + integration tests.
+test: ort
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+	cargo test --all-targets
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+## Rebuild the committed tiny models and fixtures (Python; never needed by run or test).
+models:
+	bash onnx/build_models.sh
+
+## Build the ~250M-parameter benchmark model (random weights; not committed).
+bench-model:
+	bash onnx/build_bench_model.sh
+
+## TTFT (512-token prompt) and decode tok/s: edge-gateway vs onnxruntime-genai on the same model.
+bench: ort
+	bash benches/compare_genai.sh $(BENCH_MODEL)

@@ -1,0 +1,185 @@
+//! The one HTTP error type: every failure leaves the gateway as OpenAI's
+//! `{"error": {"message", "type", "param", "code"}}` with the matching status code.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+/// An API failure, mapped explicitly to a status and an OpenAI error body.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Body is not JSON.
+    #[error("{0}")]
+    MalformedJson(String),
+    /// A field is missing or has a bad value.
+    #[error("{message}")]
+    InvalidField { param: String, message: String },
+    /// A request the gateway understands but does not support.
+    #[error("{message}")]
+    Unsupported { param: String, message: String },
+    /// Prompt plus completion do not fit the context window.
+    #[error("{0}")]
+    ContextLengthExceeded(String),
+    #[error("The model '{0}' does not exist")]
+    ModelNotFound(String),
+    #[error("request body exceeds the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("the server is at capacity; retry shortly")]
+    QueueFull { retry_after_secs: u64 },
+    #[error("the model is still loading; retry shortly")]
+    NotReady { retry_after_secs: u64 },
+    #[error("no route for {method} {path}")]
+    RouteNotFound { method: String, path: String },
+    #[error("method {0} is not allowed on this endpoint")]
+    MethodNotAllowed(String),
+    /// Unexpected server-side failure; the message is already sanitized for clients.
+    #[error("{0}")]
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+/// OpenAI's error object.
+#[derive(Serialize)]
+pub struct ErrorDetail<'a> {
+    pub message: String,
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    pub param: Option<&'a str>,
+    pub code: Option<&'a str>,
+}
+
+impl ApiError {
+    /// Shorthand for a bad field.
+    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::InvalidField {
+            param: param.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Shorthand for an unsupported option.
+    pub fn unsupported(param: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::Unsupported {
+            param: param.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The error object, also used for SSE error events.
+    pub fn detail(&self) -> ErrorDetail<'_> {
+        let (kind, param, code) = match self {
+            ApiError::MalformedJson(_) => ("invalid_request_error", None, Some("invalid_json")),
+            ApiError::InvalidField { param, .. } => (
+                "invalid_request_error",
+                Some(param.as_str()),
+                Some("invalid_value"),
+            ),
+            ApiError::Unsupported { param, .. } => (
+                "invalid_request_error",
+                Some(param.as_str()),
+                Some("unsupported_parameter"),
+            ),
+            ApiError::ContextLengthExceeded(_) => (
+                "invalid_request_error",
+                Some("messages"),
+                Some("context_length_exceeded"),
+            ),
+            ApiError::ModelNotFound(_) => (
+                "invalid_request_error",
+                Some("model"),
+                Some("model_not_found"),
+            ),
+            ApiError::PayloadTooLarge { .. } => {
+                ("invalid_request_error", None, Some("request_too_large"))
+            }
+            ApiError::QueueFull { .. } => ("rate_limit_error", None, Some("queue_full")),
+            ApiError::NotReady { .. } => ("server_error", None, Some("model_loading")),
+            ApiError::RouteNotFound { .. } => ("invalid_request_error", None, Some("unknown_url")),
+            ApiError::MethodNotAllowed(_) => {
+                ("invalid_request_error", None, Some("method_not_allowed"))
+            }
+            ApiError::Internal(_) => ("server_error", None, Some("internal_error")),
+        };
+        ErrorDetail {
+            message: self.to_string(),
+            kind,
+            param,
+            code,
+        }
+    }
+
+    /// `{"error": {...}}` as JSON text (for SSE error events).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&ErrorBody { error: self.detail() })
+            .unwrap_or_else(|_| r#"{"error":{"message":"internal error","type":"server_error","param":null,"code":null}}"#.into())
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::QueueFull { retry_after_secs } | ApiError::NotReady { retry_after_secs } => {
+                Some(*retry_after_secs)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::MalformedJson(_)
+            | ApiError::InvalidField { .. }
+            | ApiError::Unsupported { .. }
+            | ApiError::ContextLengthExceeded(_) => StatusCode::BAD_REQUEST,
+            ApiError::ModelNotFound(_) | ApiError::RouteNotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        if let Some(secs) = self.retry_after() {
+            response.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        response
+            .content_type("application/json")
+            .body(self.to_json())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_field_names_param() {
+        let e = ApiError::invalid("temperature", "must be between 0 and 2");
+        let v: serde_json::Value = serde_json::from_str(&e.to_json()).expect("json");
+        assert_eq!(v["error"]["param"], "temperature");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(e.status_code(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn queue_full_carries_retry_after() {
+        let e = ApiError::QueueFull {
+            retry_after_secs: 2,
+        };
+        let r = e.error_response();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            r.headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()),
+            Some("2")
+        );
+    }
+}

@@ -1,0 +1,96 @@
+//! HTTP surface only: routing, extraction, validation and mapping results to OpenAI shapes.
+//! All inference work lives in `engine`.
+
+pub mod chat;
+pub mod completions;
+pub mod error;
+pub mod generation;
+pub mod health;
+pub mod models;
+pub mod sse;
+pub mod types;
+pub mod validate;
+
+use std::sync::{Arc, OnceLock};
+
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::config::Settings;
+use crate::engine::Engine;
+use error::ApiError;
+
+/// State shared by all handlers. The engine is set once it has loaded, so the HTTP server (and
+/// `/healthz`) can come up before the model does.
+pub struct AppState {
+    engine: OnceLock<Arc<Engine>>,
+    pub settings: Arc<Settings>,
+    pub metrics: PrometheusHandle,
+    pub execution_provider: &'static str,
+    pub started_unix: u64,
+}
+
+impl AppState {
+    /// State with no engine yet.
+    pub fn new(settings: Arc<Settings>, metrics: PrometheusHandle) -> Self {
+        Self {
+            engine: OnceLock::new(),
+            settings,
+            metrics,
+            execution_provider: "cpu",
+            started_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        }
+    }
+
+    /// Publishes the loaded engine; later calls are ignored.
+    pub fn set_engine(&self, engine: Arc<Engine>) {
+        let _ = self.engine.set(engine);
+    }
+
+    /// The engine, or 503 while it is still loading.
+    pub fn engine(&self) -> Result<Arc<Engine>, ApiError> {
+        self.engine.get().cloned().ok_or(ApiError::NotReady {
+            retry_after_secs: self.settings.engine.retry_after_secs,
+        })
+    }
+}
+
+/// Registers every route; used by `main` and by in-process tests.
+pub fn configure_app(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
+    cfg.app_data(state)
+        .route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .route("/metrics", web::get().to(health::metrics))
+        .service(
+            web::scope("/v1")
+                .route("/chat/completions", web::post().to(chat::chat_completions))
+                .route("/completions", web::post().to(completions::completions))
+                .route("/models", web::get().to(models::list))
+                .route("/models/{id}", web::get().to(models::retrieve)),
+        )
+        .default_service(web::to(not_found));
+}
+
+/// Unknown paths and wrong methods also answer in OpenAI's error shape.
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    const KNOWN: &[&str] = &[
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/models",
+    ];
+    let path = req.path().to_string();
+    let err = if KNOWN.contains(&path.as_str()) || path.starts_with("/v1/models/") {
+        ApiError::MethodNotAllowed(req.method().to_string())
+    } else {
+        ApiError::RouteNotFound {
+            method: req.method().to_string(),
+            path,
+        }
+    };
+    err.error_response()
+}

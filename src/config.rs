@@ -1,0 +1,377 @@
+//! Typed settings: defaults + optional YAML file + `EDGE_GATEWAY__SECTION__KEY` environment
+//! overrides, validated once at load into [`Settings`] so the rest of the code never re-checks.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Environment variable prefix for overrides (`EDGE_GATEWAY__SERVER__LISTEN=...`).
+pub const ENV_PREFIX: &str = "EDGE_GATEWAY";
+/// Model served when neither config nor CLI names one: the tiny model committed in the repo.
+pub const DEFAULT_MODEL_DIR: &str = "onnx/models/edge-tiny-genai";
+
+/// Why the configuration could not be loaded; messages name the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {path}: {source}")]
+    File {
+        path: String,
+        source: config::ConfigError,
+    },
+    #[error("configuration: {0}")]
+    Parse(config::ConfigError),
+    #[error("configuration key {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    server: RawServer,
+    runtime: RawRuntime,
+    model: RawModel,
+    engine: RawEngine,
+    logging: RawLogging,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: String,
+    max_body_bytes: usize,
+    http_workers: usize,
+    client_request_timeout_ms: u64,
+    keep_alive_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRuntime {
+    ort_dylib_path: Option<String>,
+    intra_threads: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    path: String,
+    id: Option<String>,
+    context_length: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEngine {
+    workers: usize,
+    max_queue: usize,
+    default_max_tokens: usize,
+    max_stop_sequences: usize,
+    retry_after_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLogging {
+    format: String,
+    level: String,
+}
+
+const DEFAULTS: &str = r#"
+server:
+  listen: "127.0.0.1:8080"
+  max_body_bytes: 1048576
+  http_workers: 2
+  client_request_timeout_ms: 10000
+  keep_alive_secs: 30
+runtime:
+  intra_threads: 0
+model:
+  path: "onnx/models/edge-tiny-genai"
+engine:
+  workers: 1
+  max_queue: 64
+  default_max_tokens: 256
+  max_stop_sequences: 4
+  retry_after_secs: 1
+logging:
+  format: text
+  level: info
+"#;
+
+/// Validated settings: every field is usable as is.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub runtime: RuntimeSettings,
+    pub model: ModelSettings,
+    pub engine: EngineSettings,
+    pub logging: LoggingSettings,
+}
+
+/// HTTP listener settings.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub http_workers: usize,
+    pub client_request_timeout_ms: u64,
+    pub keep_alive_secs: u64,
+}
+
+/// Where ONNX Runtime comes from and how it threads.
+#[derive(Debug, Clone)]
+pub struct RuntimeSettings {
+    pub ort_dylib_path: Option<PathBuf>,
+    /// 0 lets ONNX Runtime pick (one thread per physical core).
+    pub intra_threads: usize,
+}
+
+/// The model package to serve.
+#[derive(Debug, Clone)]
+pub struct ModelSettings {
+    pub path: PathBuf,
+    pub id: Option<String>,
+    pub context_length: Option<usize>,
+}
+
+/// Generation worker pool and request limits.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub workers: usize,
+    pub max_queue: usize,
+    pub default_max_tokens: usize,
+    pub max_stop_sequences: usize,
+    pub retry_after_secs: u64,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone)]
+pub struct LoggingSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+impl Settings {
+    /// Loads defaults, then `file` (if any), then the environment, and validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, true)
+    }
+
+    /// Like [`Settings::load`]; `use_env: false` ignores the process environment (for tests).
+    pub fn load_with_env(file: Option<&Path>, use_env: bool) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Yaml));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::File {
+                    path: path.display().to_string(),
+                    source: config::ConfigError::Message("file not found".into()),
+                });
+            }
+            builder = builder.add_source(
+                config::File::from(path.to_path_buf()).format(config::FileFormat::Yaml),
+            );
+        }
+        if use_env {
+            builder = builder.add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            );
+        }
+        let built = builder.build().map_err(|source| match file {
+            Some(path) => ConfigError::File {
+                path: path.display().to_string(),
+                source,
+            },
+            None => ConfigError::Parse(source),
+        })?;
+        let raw: RawSettings = built.try_deserialize().map_err(ConfigError::Parse)?;
+        raw.validate()
+    }
+}
+
+impl RawSettings {
+    fn validate(self) -> Result<Settings, ConfigError> {
+        let listen = self.server.listen.parse::<SocketAddr>().map_err(|e| {
+            invalid(
+                "server.listen",
+                format!("'{}' is not host:port ({e})", self.server.listen),
+            )
+        })?;
+        if self.server.max_body_bytes < 1024 {
+            return Err(invalid("server.max_body_bytes", "must be at least 1024"));
+        }
+        if self.server.http_workers == 0 {
+            return Err(invalid("server.http_workers", "must be at least 1"));
+        }
+        if self.server.client_request_timeout_ms == 0 {
+            return Err(invalid(
+                "server.client_request_timeout_ms",
+                "must be greater than 0",
+            ));
+        }
+        if self.engine.workers == 0 || self.engine.workers > 64 {
+            return Err(invalid("engine.workers", "must be 1..=64"));
+        }
+        if self.engine.max_queue == 0 {
+            return Err(invalid("engine.max_queue", "must be at least 1"));
+        }
+        if self.engine.default_max_tokens == 0 {
+            return Err(invalid("engine.default_max_tokens", "must be at least 1"));
+        }
+        if self.model.path.trim().is_empty() {
+            return Err(invalid("model.path", "must not be empty"));
+        }
+        if let Some(id) = &self.model.id {
+            if id.trim().is_empty() {
+                return Err(invalid("model.id", "must not be empty when set"));
+            }
+        }
+        if self.model.context_length == Some(0) {
+            return Err(invalid("model.context_length", "must be at least 1"));
+        }
+        let format = match self.logging.format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(invalid(
+                    "logging.format",
+                    format!("'{other}' is not one of text, json"),
+                ))
+            }
+        };
+        if tracing_subscriber::EnvFilter::try_new(&self.logging.level).is_err() {
+            return Err(invalid(
+                "logging.level",
+                format!("'{}' is not a valid filter", self.logging.level),
+            ));
+        }
+        Ok(Settings {
+            server: ServerSettings {
+                listen,
+                max_body_bytes: self.server.max_body_bytes,
+                http_workers: self.server.http_workers,
+                client_request_timeout_ms: self.server.client_request_timeout_ms,
+                keep_alive_secs: self.server.keep_alive_secs,
+            },
+            runtime: RuntimeSettings {
+                ort_dylib_path: self
+                    .runtime
+                    .ort_dylib_path
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from),
+                intra_threads: self.runtime.intra_threads,
+            },
+            model: ModelSettings {
+                path: PathBuf::from(self.model.path),
+                id: self.model.id,
+                context_length: self.model.context_length,
+            },
+            engine: EngineSettings {
+                workers: self.engine.workers,
+                max_queue: self.engine.max_queue,
+                default_max_tokens: self.engine.default_max_tokens,
+                max_stop_sequences: self.engine.max_stop_sequences,
+                retry_after_secs: self.engine.retry_after_secs,
+            },
+            logging: LoggingSettings {
+                format,
+                level: self.logging.level,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write_temp(contents: &str) -> tempfile_path::TempPath {
+        tempfile_path::TempPath::new(contents)
+    }
+
+    /// Minimal temp-file helper so config tests need no extra crate.
+    mod tempfile_path {
+        use std::path::PathBuf;
+        pub struct TempPath(pub PathBuf);
+        impl TempPath {
+            pub fn new(contents: &str) -> Self {
+                let path = std::env::temp_dir().join(format!(
+                    "edge-gateway-config-{}-{}.yaml",
+                    std::process::id(),
+                    uuid::Uuid::new_v4()
+                ));
+                let mut f = std::fs::File::create(&path).expect("create temp config");
+                super::Write::write_all(&mut f, contents.as_bytes()).expect("write temp config");
+                Self(path)
+            }
+        }
+        impl Drop for TempPath {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = Settings::load_with_env(None, false).expect("defaults load");
+        assert_eq!(s.server.listen.port(), 8080);
+        assert_eq!(s.model.path, PathBuf::from(DEFAULT_MODEL_DIR));
+        assert_eq!(s.logging.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_its_name() {
+        let f = write_temp("server:\n  listne: \"127.0.0.1:1\"\n");
+        let err = Settings::load_with_env(Some(&f.0), false).expect_err("must fail");
+        assert!(err.to_string().contains("listne"), "{err}");
+    }
+
+    #[test]
+    fn invalid_listen_names_the_key() {
+        let f = write_temp("server:\n  listen: \"nonsense\"\n");
+        let err = Settings::load_with_env(Some(&f.0), false).expect_err("must fail");
+        assert!(err.to_string().contains("server.listen"), "{err}");
+    }
+
+    #[test]
+    fn zero_workers_rejected() {
+        let f = write_temp("engine:\n  workers: 0\n");
+        let err = Settings::load_with_env(Some(&f.0), false).expect_err("must fail");
+        assert!(err.to_string().contains("engine.workers"), "{err}");
+    }
+
+    #[test]
+    fn file_values_override_defaults() {
+        let f = write_temp("engine:\n  max_queue: 3\nlogging:\n  format: json\n");
+        let s = Settings::load_with_env(Some(&f.0), false).expect("valid");
+        assert_eq!(s.engine.max_queue, 3);
+        assert_eq!(s.logging.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let err = Settings::load_with_env(Some(Path::new("/nonexistent/x.yaml")), false)
+            .expect_err("must fail");
+        assert!(err.to_string().contains("/nonexistent/x.yaml"), "{err}");
+    }
+}

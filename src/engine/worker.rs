@@ -1,0 +1,288 @@
+//! The engine: a bounded queue in front of dedicated worker threads, each owning its own ONNX
+//! Runtime session (`Session::run` needs `&mut`, and ORT must never run on the async executor).
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Instant;
+
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+
+use super::chat_template::{ChatTemplate, TemplateMessage};
+use super::error::{InferenceError, ModelError};
+pub use super::generate::{FinishReason, GenerationEvent, GenerationParams};
+use super::package::ModelPackage;
+use super::runner::{Runner, RunnerOptions};
+use super::sampling::SamplingParams;
+use super::tokenizer::TextTokenizer;
+use crate::telemetry::metrics;
+
+/// Capacity of each request's event channel: a slow reader blocks its own worker briefly
+/// rather than buffering a whole generation in memory.
+const EVENT_CHANNEL_CAPACITY: usize = 64;
+
+/// Settings for starting the engine.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub workers: usize,
+    pub max_queue: usize,
+    pub runner: RunnerOptions,
+    /// Caps the package's context length (never raises it).
+    pub context_length: Option<usize>,
+}
+
+/// A queued generation.
+pub struct GenerationRequest {
+    pub prompt_ids: Vec<u32>,
+    pub params: GenerationParams,
+    pub events: tokio::sync::mpsc::Sender<GenerationEvent>,
+    pub enqueued_at: Instant,
+}
+
+/// Why a request could not be queued.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the generation queue is full")]
+    QueueFull,
+    #[error("the engine has stopped")]
+    Stopped,
+}
+
+/// Shared handle to the loaded model and its workers.
+pub struct Engine {
+    package: ModelPackage,
+    tokenizer: Arc<TextTokenizer>,
+    template: Option<ChatTemplate>,
+    context_length: usize,
+    queue: Sender<GenerationRequest>,
+    queued: Arc<AtomicUsize>,
+    ready: AtomicBool,
+}
+
+impl Engine {
+    /// Loads the package, starts the workers (each opens its own session) and waits until all
+    /// have loaded and run a warm-up generation.
+    pub fn start(
+        env: &'static ort::environment::Environment,
+        package: ModelPackage,
+        options: &EngineOptions,
+    ) -> Result<Arc<Self>, ModelError> {
+        let tokenizer = Arc::new(TextTokenizer::load(&package.tokenizer_file)?);
+        let template = match &package.chat_template {
+            Some(source) => Some(
+                ChatTemplate::compile(
+                    source,
+                    package.bos_token.as_deref(),
+                    package.eos_token.as_deref(),
+                )
+                .map_err(|e| {
+                    super::package::file_err(
+                        &package.dir.join("tokenizer_config.json"),
+                        format!("chat_template: {e}"),
+                    )
+                })?,
+            ),
+            None => None,
+        };
+        let context_length = options
+            .context_length
+            .map_or(package.context_length, |c| c.min(package.context_length));
+        let (queue, jobs) = bounded::<GenerationRequest>(options.max_queue);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let (loaded_tx, loaded_rx) = std::sync::mpsc::channel::<Result<(), ModelError>>();
+        for index in 0..options.workers {
+            let worker = Worker {
+                jobs: jobs.clone(),
+                tokenizer: Arc::clone(&tokenizer),
+                eos_ids: package.eos_token_ids.clone(),
+                queued: Arc::clone(&queued),
+            };
+            let worker_package = package.clone();
+            let runner_options = options.runner.clone();
+            let loaded_tx = loaded_tx.clone();
+            thread::Builder::new()
+                .name(format!("engine-worker-{index}"))
+                .spawn(move || worker.run(env, &worker_package, &runner_options, loaded_tx))
+                .map_err(|e| ModelError::Package {
+                    dir: package.dir.clone(),
+                    message: format!("cannot spawn worker thread: {e}"),
+                })?;
+        }
+        drop(loaded_tx);
+        for _ in 0..options.workers {
+            match loaded_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    return Err(ModelError::Package {
+                        dir: package.dir.clone(),
+                        message: "a worker exited while loading".into(),
+                    })
+                }
+            }
+        }
+        let engine = Arc::new(Self {
+            package,
+            tokenizer,
+            template,
+            context_length,
+            queue,
+            queued,
+            ready: AtomicBool::new(false),
+        });
+        engine.warm_up()?;
+        engine.ready.store(true, Ordering::Release);
+        Ok(engine)
+    }
+
+    /// Runs one short generation so the first real request does not pay for lazy init.
+    fn warm_up(&self) -> Result<(), ModelError> {
+        let err = |message: String| ModelError::Package {
+            dir: self.package.dir.clone(),
+            message: format!("warm-up generation failed: {message}"),
+        };
+        let prompt_ids = self
+            .tokenizer
+            .encode("Hello", true)
+            .map_err(|e| err(e.to_string()))?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel(EVENT_CHANNEL_CAPACITY);
+        self.submit(GenerationRequest {
+            prompt_ids,
+            params: GenerationParams {
+                max_tokens: 2,
+                sampling: SamplingParams {
+                    temperature: 0.0,
+                    ..SamplingParams::default()
+                },
+                stop: Vec::new(),
+                ignore_eos: true,
+            },
+            events: tx,
+            enqueued_at: Instant::now(),
+        })
+        .map_err(|e| err(e.to_string()))?;
+        while let Some(event) = rx.blocking_recv() {
+            match event {
+                GenerationEvent::Delta { .. } => {}
+                GenerationEvent::Done { .. } => return Ok(()),
+                GenerationEvent::Error(e) => return Err(err(e.to_string())),
+            }
+        }
+        Err(err("worker dropped the request".into()))
+    }
+
+    /// Queues a generation; fails fast when the queue is full.
+    pub fn submit(&self, request: GenerationRequest) -> Result<(), SubmitError> {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        match self.queue.try_send(request) {
+            Ok(()) => {
+                metrics::set_queue_depth(self.queued.load(Ordering::Acquire));
+                Ok(())
+            }
+            Err(e) => {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+                match e {
+                    TrySendError::Full(_) => Err(SubmitError::QueueFull),
+                    TrySendError::Disconnected(_) => Err(SubmitError::Stopped),
+                }
+            }
+        }
+    }
+
+    /// Applies the chat template and tokenizes (blocking: call from a blocking pool).
+    pub fn encode_chat(&self, messages: &[TemplateMessage]) -> Result<Vec<u32>, InferenceError> {
+        let template = self.template.as_ref().ok_or_else(|| {
+            InferenceError::Template(format!(
+                "model '{}' has no chat template; use /v1/completions",
+                self.package.id
+            ))
+        })?;
+        let text = template.render(messages)?;
+        // The template already places BOS; the post-processor must not add a second one.
+        self.tokenizer.encode(&text, false)
+    }
+
+    /// Tokenizes a raw completion prompt, adding BOS as the tokenizer's post-processor does.
+    pub fn encode_prompt(&self, prompt: &str) -> Result<Vec<u32>, InferenceError> {
+        self.tokenizer.encode(prompt, true)
+    }
+
+    /// The served package.
+    pub fn package(&self) -> &ModelPackage {
+        &self.package
+    }
+
+    /// Effective context length (prompt + completion).
+    pub fn context_length(&self) -> usize {
+        self.context_length
+    }
+
+    /// Vocabulary size, for validating token-id prompts.
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.vocab_size().max(self.package.vocab_size)
+    }
+
+    /// True once loaded and warmed.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Requests waiting for a worker.
+    pub fn queue_depth(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+}
+
+struct Worker {
+    jobs: Receiver<GenerationRequest>,
+    tokenizer: Arc<TextTokenizer>,
+    eos_ids: Vec<u32>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Worker {
+    fn run(
+        self,
+        env: &ort::environment::Environment,
+        package: &ModelPackage,
+        options: &RunnerOptions,
+        loaded: std::sync::mpsc::Sender<Result<(), ModelError>>,
+    ) {
+        let mut runner = match Runner::load(env, package, options) {
+            Ok(runner) => {
+                let _ = loaded.send(Ok(()));
+                runner
+            }
+            Err(e) => {
+                let _ = loaded.send(Err(e));
+                return;
+            }
+        };
+        drop(loaded);
+        let mut logits = Vec::with_capacity(package.vocab_size);
+        while let Ok(job) = self.jobs.recv() {
+            let depth = self.queued.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
+            metrics::set_queue_depth(depth);
+            metrics::record_queue_wait(job.enqueued_at.elapsed());
+            if job.events.is_closed() {
+                continue;
+            }
+            let _running = metrics::RunningGuard::new();
+            let result = super::generate::generate(
+                &mut runner,
+                &self.tokenizer,
+                &self.eos_ids,
+                &job.prompt_ids,
+                &job.params,
+                &job.events,
+                &mut logits,
+            );
+            if let Err(e) = result {
+                tracing::error!(error = %e, "generation failed");
+                metrics::record_error("inference");
+                metrics::record_generation("error", job.prompt_ids.len(), 0);
+                let _ = job.events.blocking_send(GenerationEvent::Error(e));
+            }
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! edge-gateway: an OpenAI-compatible gateway that serves INT8 ONNX language models locally.
+//!
+//! The binary in `main.rs` only parses the CLI and wires these modules together, so tests and
+//! benches exercise the same code paths as production.
+
+pub mod api;
+pub mod config;
+pub mod engine;
+pub mod telemetry;

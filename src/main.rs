@@ -1,0 +1,137 @@
+//! `edge-gateway` binary: parses the CLI, loads config, starts telemetry, loads the model and
+//! serves the OpenAI-compatible API. Everything else lives in the library.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use edge_gateway::api::{configure_app, AppState};
+use edge_gateway::config::Settings;
+use edge_gateway::engine::package::ModelPackage;
+use edge_gateway::engine::runner::RunnerOptions;
+use edge_gateway::engine::{runtime, Engine, EngineOptions};
+use edge_gateway::telemetry::{logging, metrics};
+
+#[derive(Parser)]
+#[command(
+    name = "edge-gateway",
+    version,
+    about = "OpenAI-compatible edge LLM gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the OpenAI-compatible API.
+    Serve {
+        /// YAML configuration file (defaults + this file + EDGE_GATEWAY__* environment).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Model package directory; overrides model.path.
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
+    /// Validate the configuration and exit.
+    CheckConfig {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("edge-gateway: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::CheckConfig { config } => {
+            let settings = Settings::load(config.as_deref())?;
+            println!(
+                "configuration OK: listen {}, model {}",
+                settings.server.listen,
+                settings.model.path.display()
+            );
+            Ok(())
+        }
+        Command::Serve { config, model } => {
+            let mut settings = Settings::load(config.as_deref())?;
+            if let Some(dir) = model {
+                settings.model.path = dir;
+            }
+            serve(settings)
+        }
+    }
+}
+
+fn serve(settings: Settings) -> anyhow::Result<()> {
+    let started = Instant::now();
+    logging::init(&settings.logging);
+    // Fail fast, before binding, on what an operator must fix: the runtime library and the package.
+    let env = runtime::environment(settings.runtime.ort_dylib_path.as_deref())?;
+    let package = ModelPackage::load(&settings.model.path, settings.model.id.as_deref())?;
+    let handle = metrics::install()
+        .map_err(anyhow::Error::msg)
+        .context("metrics recorder")?;
+    let settings = Arc::new(settings);
+    let state = web::Data::new(AppState::new(Arc::clone(&settings), handle));
+
+    let options = EngineOptions {
+        workers: settings.engine.workers,
+        max_queue: settings.engine.max_queue,
+        runner: RunnerOptions {
+            intra_threads: settings.runtime.intra_threads,
+        },
+        context_length: settings.model.context_length,
+    };
+    let loader_state = state.clone();
+    // Sessions load in the background so /healthz answers while /readyz reports loading.
+    std::thread::Builder::new()
+        .name("model-loader".into())
+        .spawn(move || match Engine::start(env, package, &options) {
+            Ok(engine) => {
+                let p = engine.package();
+                metrics::set_model_info(&p.id, p.layout_name(), loader_state.execution_provider);
+                tracing::info!(
+                    model = %p.id,
+                    layout = p.layout_name(),
+                    context_length = engine.context_length(),
+                    execution_provider = loader_state.execution_provider,
+                    ready_after_ms = started.elapsed().as_millis() as u64,
+                    "model loaded and warmed; ready"
+                );
+                loader_state.set_engine(engine);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "model failed to load");
+                eprintln!("edge-gateway: {e}");
+                std::process::exit(1);
+            }
+        })
+        .context("spawning the model loader")?;
+
+    let server_settings = settings.server.clone();
+    tracing::info!(listen = %server_settings.listen, "starting HTTP server");
+    actix_web::rt::System::new().block_on(async move {
+        HttpServer::new(move || App::new().configure(|cfg| configure_app(cfg, state.clone())))
+            .workers(server_settings.http_workers)
+            .client_request_timeout(Duration::from_millis(
+                server_settings.client_request_timeout_ms,
+            ))
+            .keep_alive(Duration::from_secs(server_settings.keep_alive_secs))
+            .bind(server_settings.listen)
+            .with_context(|| format!("cannot listen on {}", server_settings.listen))?
+            .run()
+            .await
+            .context("HTTP server")
+    })
+}

@@ -40,7 +40,7 @@ async fn check_model(model_dir: &str) {
         };
         body["model"] = json!(id);
         body["temperature"] = json!(0);
-        body["max_tokens"] = json!(max_new);
+        body["max_tokens"] = case.get("max_new_tokens").cloned().unwrap_or(json!(max_new));
         body["return_token_ids"] = json!(true);
         let (status, resp) = gw.post_json(path, &body).await;
         assert_eq!(status, 200, "{resp}");

@@ -44,7 +44,7 @@ pub struct ChatMessage {
 }
 
 /// Fields shared by chat and text completions.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 pub struct SamplingFields {
     pub max_tokens: Option<u64>,
     pub temperature: Option<f64>,
@@ -79,7 +79,9 @@ pub struct ChatCompletionRequest {
     pub top_logprobs: Option<u64>,
     pub tools: Option<Vec<Value>>,
     pub response_format: Option<Value>,
-    #[serde(flatten)]
+    /// Parsed separately from the same body (see `validate::parse_request`): serde's
+    /// `flatten` would lose the field path in type errors.
+    #[serde(skip)]
     pub sampling: SamplingFields,
 }
 
@@ -102,7 +104,8 @@ pub struct CompletionRequest {
     pub suffix: Option<String>,
     pub logprobs: Option<u64>,
     pub best_of: Option<u64>,
-    #[serde(flatten)]
+    /// Parsed separately from the same body, as for chat.
+    #[serde(skip)]
     pub sampling: SamplingFields,
 }
 

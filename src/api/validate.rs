@@ -39,11 +39,26 @@ pub enum PromptInput {
     Tokens(Vec<u32>),
 }
 
-/// Reads the whole body, refusing more than `limit` bytes, and parses it as JSON into `T`.
-pub async fn read_json<T: DeserializeOwned>(
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<T, ApiError> {
+/// A request type whose shared sampling fields are parsed from the same JSON object.
+pub trait WithSampling: DeserializeOwned {
+    /// Stores the separately parsed sampling fields.
+    fn set_sampling(&mut self, sampling: SamplingFields);
+}
+
+impl WithSampling for ChatCompletionRequest {
+    fn set_sampling(&mut self, sampling: SamplingFields) {
+        self.sampling = sampling;
+    }
+}
+
+impl WithSampling for CompletionRequest {
+    fn set_sampling(&mut self, sampling: SamplingFields) {
+        self.sampling = sampling;
+    }
+}
+
+/// Reads the whole body, refusing more than `limit` bytes, and parses it into `T`.
+pub async fn read_json<T: WithSampling>(mut payload: web::Payload, limit: usize) -> Result<T, ApiError> {
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk
@@ -56,8 +71,8 @@ pub async fn read_json<T: DeserializeOwned>(
     parse_json(&body)
 }
 
-/// Parses JSON, reporting syntax errors as malformed JSON and type errors with their path.
-pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+/// Parses a request body: the surface-specific fields and the shared sampling fields.
+pub fn parse_json<T: WithSampling>(body: &[u8]) -> Result<T, ApiError> {
     if body.is_empty() {
         return Err(ApiError::MalformedJson(
             "request body is empty; expected a JSON object".into(),
@@ -70,6 +85,14 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             "request body must be a JSON object".into(),
         ));
     }
+    let sampling: SamplingFields = from_value(&value)?;
+    let mut request: T = from_value(&value)?;
+    request.set_sampling(sampling);
+    Ok(request)
+}
+
+/// Deserializes with the failing field's path as the error's `param`.
+fn from_value<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();

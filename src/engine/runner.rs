@@ -140,7 +140,6 @@ impl Runner {
                         buffers.push(buffer);
                     }
                 }
-                binding.bind_output_to_device(l.logits.as_str(), &self.cpu_output)?;
                 KvStorage::Shared {
                     _buffers: buffers,
                     binding,
@@ -239,6 +238,9 @@ impl Runner {
                 if let (Some(name), Some(pos)) = (&l.position_ids, &positions) {
                     binding.bind_input(name.as_str(), pos)?;
                 }
+                // Rebound every step: ORT would otherwise reuse the previous step's logits
+                // buffer, whose shape differs between prefill and decode.
+                binding.bind_output_to_device(l.logits.as_str(), &self.cpu_output)?;
                 let outputs = self.session.run_binding(binding)?;
                 copy_last_logits(outputs.get(l.logits.as_str()), logits_out)?;
             }

@@ -6,7 +6,10 @@ ORT_LIB     := $(ORT_DIR)/lib/libonnxruntime.so.$(ORT_VERSION)
 MODEL       ?= onnx/models/edge-tiny-genai
 BENCH_MODEL ?= .bench/bench-250m-genai
 
-.PHONY: ort run test lint bench models bench-model
+SDK_PY      := .venv/sdk/bin/python
+SDK_STAMP   := .venv/sdk/.installed
+
+.PHONY: ort sdk run test lint bench models bench-model
 
 ## ONNX Runtime shared library from the pinned PyPI wheel (no Python install needed at run time).
 ort: $(ORT_LIB)
@@ -22,12 +25,20 @@ $(ORT_LIB):
 		shutil.copyfileobj(src, open('$(ORT_LIB)', 'wb'))"
 	@echo "ONNX Runtime $(ORT_VERSION) provisioned at $(ORT_LIB)"
 
+## Official OpenAI Python SDK, pinned, for the SDK compatibility test.
+sdk: $(SDK_STAMP)
+
+$(SDK_STAMP): tests/sdk/requirements.txt
+	python3 -m venv .venv/sdk
+	$(SDK_PY) -m pip install --quiet -r tests/sdk/requirements.txt
+	touch $(SDK_STAMP)
+
 ## Serve the embedded default model on 127.0.0.1:8080 (override with EDGE_GATEWAY__SERVER__LISTEN).
 run: ort
 	cargo run --release --bin edge-gateway -- serve --model $(MODEL)
 
 ## Everything CI runs: formatting, lints, unit + integration tests.
-test: ort
+test: ort sdk
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	cargo test --all-targets

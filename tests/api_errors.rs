@@ -1,7 +1,10 @@
 //! Every error the API can return has OpenAI's shape and the right status code, and the
 //! read-only endpoints describe the served model.
 
-#![expect(clippy::expect_used, reason = "tests fail loudly on unexpected responses")]
+#![expect(
+    clippy::expect_used,
+    reason = "tests fail loudly on unexpected responses"
+)]
 
 mod common;
 

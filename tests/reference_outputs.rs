@@ -1,7 +1,10 @@
 //! Greedy generation through the HTTP API reproduces, token for token, the ids that
 //! onnxruntime-genai / a plain ONNX Runtime loop produced in Python for the committed models.
 
-#![expect(clippy::expect_used, reason = "tests fail loudly on unexpected responses")]
+#![expect(
+    clippy::expect_used,
+    reason = "tests fail loudly on unexpected responses"
+)]
 
 mod common;
 
@@ -40,7 +43,10 @@ async fn check_model(model_dir: &str) {
         };
         body["model"] = json!(id);
         body["temperature"] = json!(0);
-        body["max_tokens"] = case.get("max_new_tokens").cloned().unwrap_or(json!(max_new));
+        body["max_tokens"] = case
+            .get("max_new_tokens")
+            .cloned()
+            .unwrap_or(json!(max_new));
         body["return_token_ids"] = json!(true);
         let (status, resp) = gw.post_json(path, &body).await;
         assert_eq!(status, 200, "{resp}");

@@ -1,7 +1,10 @@
 //! Startup refuses bad inputs with one clear message (naming the file or key) and a non-zero
 //! exit, never a panic: missing ONNX Runtime, broken model packages, invalid configuration.
 
-#![expect(clippy::expect_used, reason = "tests fail loudly on unexpected results")]
+#![expect(
+    clippy::expect_used,
+    reason = "tests fail loudly on unexpected results"
+)]
 
 mod common;
 
@@ -13,12 +16,17 @@ use common::{repo_path, GENAI_MODEL, OPTIMUM_MODEL};
 /// Runs `edge-gateway args...` to completion and returns (exit code, stderr).
 fn run_gateway(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-gateway"));
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args(args).env("EDGE_GATEWAY__SERVER__LISTEN", "127.0.0.1:0");
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(args)
+        .env("EDGE_GATEWAY__SERVER__LISTEN", "127.0.0.1:0");
     for (k, v) in env {
         cmd.env(k, v);
     }
     let out = cmd.output().expect("run edge-gateway");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Copies a committed model package into a fresh temp dir so a test can break it.
@@ -38,9 +46,15 @@ fn serve(dir: &Path) -> (i32, String) {
 
 #[test]
 fn missing_onnx_runtime_is_one_clear_message() {
-    let (code, err) = run_gateway(&["serve"], &[("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")]);
+    let (code, err) = run_gateway(
+        &["serve"],
+        &[("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")],
+    );
     assert_eq!(code, 1);
-    assert!(err.contains("/nonexistent/libonnxruntime.so") && err.contains("make ort"), "{err}");
+    assert!(
+        err.contains("/nonexistent/libonnxruntime.so") && err.contains("make ort"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }
 
@@ -61,7 +75,10 @@ fn missing_tokenizer_is_named() {
     std::fs::remove_file(dir.join("tokenizer.json")).expect("remove");
     let (code, err) = serve(&dir);
     assert_eq!(code, 1);
-    assert!(err.contains("tokenizer.json") && err.contains("missing"), "{err}");
+    assert!(
+        err.contains("tokenizer.json") && err.contains("missing"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -71,7 +88,10 @@ fn invalid_genai_config_is_named() {
     std::fs::write(dir.join("genai_config.json"), b"{\"model\": {").expect("break");
     let (code, err) = serve(&dir);
     assert_eq!(code, 1);
-    assert!(err.contains("genai_config.json") && err.contains("invalid JSON"), "{err}");
+    assert!(
+        err.contains("genai_config.json") && err.contains("invalid JSON"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -79,18 +99,25 @@ fn invalid_genai_config_is_named() {
 fn config_disagreeing_with_graph_is_named() {
     let dir = copy_package(OPTIMUM_MODEL);
     let cfg_path = dir.join("config.json");
-    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).expect("read")).expect("json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).expect("read")).expect("json");
     cfg["num_hidden_layers"] = serde_json::json!(99);
     std::fs::write(&cfg_path, cfg.to_string()).expect("write");
     let (code, err) = serve(&dir);
     assert_eq!(code, 1);
-    assert!(err.contains("model.onnx") && err.contains("num_hidden_layers"), "{err}");
+    assert!(
+        err.contains("model.onnx") && err.contains("num_hidden_layers"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn check_config_rejects_bad_values_with_key_path() {
-    let (code, err) = run_gateway(&["check-config"], &[("EDGE_GATEWAY__ENGINE__MAX_QUEUE", "0")]);
+    let (code, err) = run_gateway(
+        &["check-config"],
+        &[("EDGE_GATEWAY__ENGINE__MAX_QUEUE", "0")],
+    );
     assert_eq!(code, 1);
     assert!(err.contains("engine.max_queue"), "{err}");
     let (code, _) = run_gateway(&["check-config"], &[]);

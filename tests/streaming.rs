@@ -1,7 +1,10 @@
 //! Streaming over SSE: same text as non-streaming, OpenAI chunk shapes, usage chunk, `[DONE]`
 //! last, and a client disconnect stopping the generation and freeing the worker.
 
-#![expect(clippy::expect_used, reason = "tests fail loudly on unexpected responses")]
+#![expect(
+    clippy::expect_used,
+    reason = "tests fail loudly on unexpected responses"
+)]
 
 mod common;
 

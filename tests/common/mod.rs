@@ -3,7 +3,10 @@
 
 // Each test crate uses a different subset of these helpers.
 #![allow(dead_code)]
-#![expect(clippy::expect_used, reason = "a broken harness should fail the test loudly")]
+#![expect(
+    clippy::expect_used,
+    reason = "a broken harness should fail the test loudly"
+)]
 
 use std::net::TcpListener;
 use std::path::PathBuf;

@@ -2,11 +2,6 @@
 //! models list, chat (plain and streamed with usage), completions, and typed errors.
 //! `make test` installs the pinned SDK into `.venv/sdk` (see `tests/sdk/requirements.txt`).
 
-#![expect(
-    clippy::expect_used,
-    reason = "tests fail loudly on unexpected results"
-)]
-
 mod common;
 
 use std::process::Command;

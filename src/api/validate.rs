@@ -58,7 +58,10 @@ impl WithSampling for CompletionRequest {
 }
 
 /// Reads the whole body, refusing more than `limit` bytes, and parses it into `T`.
-pub async fn read_json<T: WithSampling>(mut payload: web::Payload, limit: usize) -> Result<T, ApiError> {
+pub async fn read_json<T: WithSampling>(
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<T, ApiError> {
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk
@@ -171,18 +174,19 @@ pub fn chat_spec(
                 text
             }
         };
-        let role =
-            match m.role.as_str() {
-                "system" | "user" | "assistant" => m.role,
-                // OpenAI's newer name for system instructions.
-                "developer" => "system".to_string(),
-                other => return Err(ApiError::invalid(
+        let role = match m.role.as_str() {
+            "system" | "user" | "assistant" => m.role,
+            // OpenAI's newer name for system instructions.
+            "developer" => "system".to_string(),
+            other => {
+                return Err(ApiError::invalid(
                     format!("messages[{i}].role"),
                     format!(
                         "role '{other}' is not supported; use system, developer, user or assistant"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         messages.push(TemplateMessage { role, content });
     }
     let max_tokens = req.max_completion_tokens.or(req.sampling.max_tokens);

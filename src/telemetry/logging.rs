@@ -6,7 +6,9 @@ use crate::config::{LogFormat, LoggingSettings};
 pub fn init(settings: &LoggingSettings) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         // ort logs every graph transformer at info; keep its chatter to warnings unless asked.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("ort=warn,{}", settings.level)));
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!("ort=warn,{}", settings.level))
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

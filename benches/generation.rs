@@ -6,8 +6,9 @@
 //! ```
 //!
 //! The prompt is built from token ids exactly as `benches/genai_baseline.py` builds it, so both
-//! engines see the same input: the tokenizer's ids for [`PROMPT_SENTENCE`], repeated and cut to
-//! `prompt-tokens`, with BOS first when the tokenizer adds one.
+//! engines see the same input: BOS, then the tokenizer's ids for [`PROMPT_SENTENCE`] (no special
+//! tokens) repeated and cut so the prompt is exactly `prompt-tokens` long. Both default to one
+//! intra-op thread per logical CPU.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -20,7 +21,7 @@ use edge_gateway::engine::tokenizer::TextTokenizer;
 
 /// Sentence whose token ids are repeated to build the benchmark prompt.
 const PROMPT_SENTENCE: &str =
-    "The maintenance team checked the conveyor on line three before the morning shift started. ";
+    "The machine on line 3 was checked by the technician on Monday, and the weather in Berlin is sunny today.";
 
 struct Args {
     model: PathBuf,
@@ -36,7 +37,7 @@ fn parse_args() -> Result<Args, String> {
         prompt_tokens: 512,
         decode_tokens: 128,
         runs: 3,
-        threads: 0,
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -100,7 +101,10 @@ fn run() -> Result<(), String> {
     let sentence = tokenizer
         .encode(PROMPT_SENTENCE, false)
         .map_err(|e| e.to_string())?;
-    let mut prompt: Vec<u32> = tokenizer.encode("", true).map_err(|e| e.to_string())?;
+    let bos = package
+        .bos_token_id
+        .ok_or("the model config has no bos_token_id")?;
+    let mut prompt = vec![bos];
     while prompt.len() < args.prompt_tokens {
         prompt.extend_from_slice(&sentence);
     }
@@ -138,9 +142,10 @@ fn run() -> Result<(), String> {
     }
     let (ttft, rate) = (median(ttfts), median(rates));
     println!(
-        "edge-gateway {} ({}): prompt {} tokens, decode {} tokens, median of {} runs: TTFT {:.3} s, decode {:.1} tok/s",
+        "edge-gateway {} ({}), {} threads: prompt {} tokens, decode {} tokens, median of {} runs: TTFT {:.3} s, decode {:.1} tok/s",
         package.id,
         package.layout_name(),
+        args.threads,
         args.prompt_tokens,
         args.decode_tokens,
         args.runs,

@@ -130,7 +130,7 @@ pub struct ServerSettings {
 #[derive(Debug, Clone)]
 pub struct RuntimeSettings {
     pub ort_dylib_path: Option<PathBuf>,
-    /// 0 lets ONNX Runtime pick (one thread per physical core).
+    /// 0 = one thread per logical CPU.
     pub intra_threads: usize,
 }
 

@@ -470,3 +470,78 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(surface: Surface) -> Response {
+        Response {
+            id: "chatcmpl-test".into(),
+            created: 1,
+            model: "m".into(),
+            surface,
+            include_usage: false,
+            return_token_ids: false,
+            prompt_ids: vec![1, 2],
+        }
+    }
+
+    async fn body_of(resp: HttpResponse) -> String {
+        let bytes = actix_web::body::to_bytes(resp.into_body())
+            .await
+            .expect("body");
+        String::from_utf8(bytes.to_vec()).expect("utf8")
+    }
+
+    #[actix_web::test]
+    async fn error_after_stream_started_is_an_error_event_then_done() {
+        let (tx, rx) = mpsc::channel(8);
+        tx.send(GenerationEvent::Delta {
+            text: "partial".into(),
+            token_ids: vec![5],
+        })
+        .await
+        .expect("send");
+        tx.send(GenerationEvent::Error(InferenceError::Runtime(
+            "boom".into(),
+        )))
+        .await
+        .expect("send");
+        drop(tx);
+        let body = body_of(stream_response(
+            response(Surface::Chat),
+            rx,
+            RequestGuard::new("test"),
+        ))
+        .await;
+        let events: Vec<&str> = body.split("\n\n").filter(|e| !e.is_empty()).collect();
+        assert_eq!(events.len(), 4, "{body}");
+        assert!(events[1].contains("\"content\":\"partial\""), "{body}");
+        let err: serde_json::Value =
+            serde_json::from_str(events[2].trim_start_matches("data: ")).expect("json");
+        assert_eq!(err["error"]["type"], "server_error");
+        assert!(
+            !err["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("boom"),
+            "internal detail leaked"
+        );
+        assert_eq!(events[3], "data: [DONE]");
+    }
+
+    #[actix_web::test]
+    async fn worker_vanishing_mid_stream_still_ends_with_done() {
+        let (tx, rx) = mpsc::channel::<GenerationEvent>(1);
+        drop(tx);
+        let body = body_of(stream_response(
+            response(Surface::Completion),
+            rx,
+            RequestGuard::new("test"),
+        ))
+        .await;
+        assert!(body.contains("\"error\""), "{body}");
+        assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
+    }
+}

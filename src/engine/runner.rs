@@ -21,7 +21,8 @@ use super::package::ModelPackage;
 /// Session options that matter for speed and start-up.
 #[derive(Debug, Clone, Default)]
 pub struct RunnerOptions {
-    /// 0 = ONNX Runtime's default (one per physical core).
+    /// 0 = one per logical CPU (ORT's own default counts physical cores only, which on
+    /// small SMT VMs leaves half the CPU idle during decode).
     pub intra_threads: usize,
 }
 
@@ -82,11 +83,13 @@ impl Runner {
             .map_err(|e| session_err(e.to_string()))?
             .with_optimization_level(GraphOptimizationLevel::All)
             .map_err(|e| session_err(e.to_string()))?;
-        if options.intra_threads > 0 {
-            builder = builder
-                .with_intra_threads(options.intra_threads)
-                .map_err(|e| session_err(e.to_string()))?;
-        }
+        let threads = match options.intra_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        builder = builder
+            .with_intra_threads(threads)
+            .map_err(|e| session_err(e.to_string()))?;
         let session = builder
             .commit_from_file(file)
             .map_err(|e| session_err(e.to_string()))?;

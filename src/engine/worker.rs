@@ -268,15 +268,19 @@ impl Worker {
                 continue;
             }
             let _running = metrics::RunningGuard::new();
-            let result = super::generate::generate(
-                &mut runner,
-                &self.tokenizer,
-                &self.eos_ids,
-                &job.prompt_ids,
-                &job.params,
-                &job.events,
-                &mut logits,
-            );
+            // A panic in one generation must not take the worker (and its session) down.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                super::generate::generate(
+                    &mut runner,
+                    &self.tokenizer,
+                    &self.eos_ids,
+                    &job.prompt_ids,
+                    &job.params,
+                    &job.events,
+                    &mut logits,
+                )
+            }))
+            .unwrap_or_else(|_| Err(InferenceError::Output("generation panicked".into())));
             if let Err(e) = result {
                 tracing::error!(error = %e, "generation failed");
                 metrics::record_error("inference");

@@ -2,7 +2,7 @@
 //! model directory given on the command line. Prints human-readable figures and one JSON line.
 //!
 //! ```text
-//! cargo bench --bench generation -- --model DIR [--prompt-tokens 512] [--decode-tokens 128] [--runs 3]
+//! cargo bench --bench generation -- [--model DIR] [--prompt-tokens 512] [--decode-tokens 128] [--runs 3] [--threads N]
 //! ```
 //!
 //! The prompt is built from token ids exactly as `benches/genai_baseline.py` builds it, so both
@@ -33,12 +33,18 @@ struct Args {
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
-        model: PathBuf::new(),
+        model: PathBuf::from(edge_gateway::config::DEFAULT_MODEL_DIR),
         prompt_tokens: 512,
         decode_tokens: 128,
         runs: 3,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
+    // `cargo test --all-targets` runs this without `--bench`: do a quick smoke run instead.
+    if !std::env::args().any(|a| a == "--bench") {
+        args.prompt_tokens = 32;
+        args.decode_tokens = 8;
+        args.runs = 1;
+    }
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
@@ -94,6 +100,7 @@ fn run() -> Result<(), String> {
         &package,
         &RunnerOptions {
             intra_threads: args.threads,
+            optimized_graph_dir: None,
         },
     )
     .map_err(|e| e.to_string())?;

@@ -39,6 +39,7 @@ struct RawSettings {
     runtime: RawRuntime,
     model: RawModel,
     engine: RawEngine,
+    cache: RawCache,
     logging: RawLogging,
 }
 
@@ -79,6 +80,18 @@ struct RawEngine {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawCache {
+    enabled: bool,
+    block_tokens: usize,
+    max_bytes: u64,
+    ttl_secs: u64,
+    idle_secs: u64,
+    pinned_system_prompts: Vec<String>,
+    optimized_graph_dir: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawLogging {
     format: String,
     level: String,
@@ -101,6 +114,14 @@ engine:
   default_max_tokens: 256
   max_stop_sequences: 4
   retry_after_secs: 1
+cache:
+  enabled: true
+  block_tokens: 16
+  max_bytes: 268435456
+  ttl_secs: 3600
+  idle_secs: 900
+  pinned_system_prompts: []
+  optimized_graph_dir: ".cache/ort-optimized"
 logging:
   format: text
   level: info
@@ -113,6 +134,7 @@ pub struct Settings {
     pub runtime: RuntimeSettings,
     pub model: ModelSettings,
     pub engine: EngineSettings,
+    pub cache: CacheSettings,
     pub logging: LoggingSettings,
 }
 
@@ -150,6 +172,19 @@ pub struct EngineSettings {
     pub default_max_tokens: usize,
     pub max_stop_sequences: usize,
     pub retry_after_secs: u64,
+}
+
+/// Prefix KV cache and optimized-graph cache.
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    pub enabled: bool,
+    pub block_tokens: usize,
+    pub max_bytes: u64,
+    pub ttl_secs: u64,
+    pub idle_secs: u64,
+    pub pinned_system_prompts: Vec<String>,
+    /// Where ORT's optimized graph is saved and reused; `None` disables.
+    pub optimized_graph_dir: Option<PathBuf>,
 }
 
 /// Log output format.
@@ -247,6 +282,26 @@ impl RawSettings {
         if self.model.context_length == Some(0) {
             return Err(invalid("model.context_length", "must be at least 1"));
         }
+        if !(1..=1024).contains(&self.cache.block_tokens) {
+            return Err(invalid("cache.block_tokens", "must be 1..=1024"));
+        }
+        if self.cache.ttl_secs == 0 || self.cache.idle_secs == 0 {
+            return Err(invalid(
+                "cache.ttl_secs",
+                "ttl_secs and idle_secs must be greater than 0",
+            ));
+        }
+        if let Some(i) = self
+            .cache
+            .pinned_system_prompts
+            .iter()
+            .position(|p| p.trim().is_empty())
+        {
+            return Err(ConfigError::Invalid {
+                key: "cache.pinned_system_prompts",
+                message: format!("entry {i} is empty"),
+            });
+        }
         let format = match self.logging.format.as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -290,6 +345,19 @@ impl RawSettings {
                 default_max_tokens: self.engine.default_max_tokens,
                 max_stop_sequences: self.engine.max_stop_sequences,
                 retry_after_secs: self.engine.retry_after_secs,
+            },
+            cache: CacheSettings {
+                enabled: self.cache.enabled,
+                block_tokens: self.cache.block_tokens,
+                max_bytes: self.cache.max_bytes,
+                ttl_secs: self.cache.ttl_secs,
+                idle_secs: self.cache.idle_secs,
+                pinned_system_prompts: self.cache.pinned_system_prompts,
+                optimized_graph_dir: self
+                    .cache
+                    .optimized_graph_dir
+                    .filter(|d| !d.is_empty())
+                    .map(PathBuf::from),
             },
             logging: LoggingSettings {
                 format,

@@ -4,6 +4,7 @@
 //! benches exercise the same code paths as production.
 
 pub mod api;
+pub mod cache;
 pub mod config;
 pub mod engine;
 pub mod telemetry;

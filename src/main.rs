@@ -12,7 +12,6 @@ use clap::{Parser, Subcommand};
 use edge_gateway::api::{configure_app, AppState};
 use edge_gateway::config::Settings;
 use edge_gateway::engine::package::ModelPackage;
-use edge_gateway::engine::runner::RunnerOptions;
 use edge_gateway::engine::{runtime, Engine, EngineOptions};
 use edge_gateway::telemetry::{logging, metrics};
 
@@ -85,14 +84,7 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
     let state = web::Data::new(AppState::new(Arc::clone(&settings), handle));
 
-    let options = EngineOptions {
-        workers: settings.engine.workers,
-        max_queue: settings.engine.max_queue,
-        runner: RunnerOptions {
-            intra_threads: settings.runtime.intra_threads,
-        },
-        context_length: settings.model.context_length,
-    };
+    let options = EngineOptions::from_settings(&settings);
     let loader_state = state.clone();
     // Sessions load in the background so /healthz answers while /readyz reports loading.
     std::thread::Builder::new()

@@ -18,7 +18,9 @@ fn run_gateway(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-gateway"));
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(args)
-        .env("EDGE_GATEWAY__SERVER__LISTEN", "127.0.0.1:0");
+        .env("EDGE_GATEWAY__SERVER__LISTEN", "127.0.0.1:0")
+        // Broken copies live in temp dirs; keep their optimized graphs out of the repo cache.
+        .env("EDGE_GATEWAY__CACHE__OPTIMIZED_GRAPH_DIR", "");
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -1,16 +1,24 @@
 //! `POST /v1/chat/completions`.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::generation::{serve, Surface};
 use super::types::ChatCompletionRequest;
-use super::validate::{chat_spec, read_json};
+use super::validate::{apply_cache_header, chat_spec, read_json};
 use super::AppState;
 
 /// Handler: read, validate, hand to the shared generation path.
-pub async fn chat_completions(state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {
+pub async fn chat_completions(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
     let spec = read_json::<ChatCompletionRequest>(payload, state.settings.server.max_body_bytes)
         .await
-        .and_then(|req| chat_spec(req, &state.settings.engine));
+        .and_then(|body| chat_spec(body, &state.settings.engine))
+        .map(|mut spec| {
+            apply_cache_header(&mut spec, req.headers());
+            spec
+        });
     serve(state, spec, Surface::Chat).await
 }

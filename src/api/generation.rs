@@ -209,6 +209,8 @@ async fn prepare(state: &AppState, spec: GenerationSpec) -> Result<Prepared, Api
             sampling: spec.sampling,
             stop: spec.stop,
             ignore_eos: spec.ignore_eos,
+            use_cache: spec.use_cache,
+            pin_prefix: false,
         },
         stream: spec.stream,
         include_usage: spec.include_usage,

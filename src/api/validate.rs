@@ -29,6 +29,28 @@ pub struct GenerationSpec {
     pub stream: bool,
     pub include_usage: bool,
     pub return_token_ids: bool,
+    /// False when the request opted out of the prefix cache.
+    pub use_cache: bool,
+}
+
+/// Header that lets a caller opt out of the prefix cache (`off`, `false` or `no-store`).
+pub const CACHE_HEADER: &str = "x-edge-cache";
+
+/// True when `value` (from `metadata.cache` or the header) switches the cache off.
+fn is_cache_off(value: &str) -> bool {
+    matches!(
+        value.trim().to_ascii_lowercase().as_str(),
+        "off" | "false" | "no-store" | "0"
+    )
+}
+
+/// Applies the `x-edge-cache` header to a validated spec.
+pub fn apply_cache_header(spec: &mut GenerationSpec, headers: &actix_web::http::header::HeaderMap) {
+    if let Some(v) = headers.get(CACHE_HEADER).and_then(|v| v.to_str().ok()) {
+        if is_cache_off(v) {
+            spec.use_cache = false;
+        }
+    }
 }
 
 /// The prompt in one of its accepted forms.
@@ -351,6 +373,17 @@ fn common_spec(
             format!("stop sequences must be 1..={MAX_STOP_BYTES} bytes"),
         ));
     }
+    let use_cache = match s.metadata.as_ref().and_then(|m| m.get("cache")) {
+        None => true,
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(serde_json::Value::String(v)) => !is_cache_off(v),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "metadata.cache",
+                "metadata.cache must be a boolean or \"off\"",
+            ))
+        }
+    };
     if s.stream_options.is_some() && !s.stream {
         return Err(ApiError::invalid(
             "stream_options",
@@ -373,6 +406,7 @@ fn common_spec(
         stream: s.stream,
         include_usage: s.stream_options.is_some_and(|o| o.include_usage),
         return_token_ids: s.return_token_ids,
+        use_cache,
     })
 }
 

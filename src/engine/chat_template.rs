@@ -44,8 +44,12 @@ impl ChatTemplate {
         })
     }
 
-    /// Renders the conversation with the assistant generation prompt appended.
-    pub fn render(&self, messages: &[TemplateMessage]) -> Result<String, InferenceError> {
+    /// Renders the conversation; `add_generation_prompt` appends the assistant turn opener.
+    pub fn render(
+        &self,
+        messages: &[TemplateMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, InferenceError> {
         let template = self
             .env
             .get_template(TEMPLATE_NAME)
@@ -53,7 +57,7 @@ impl ChatTemplate {
         template
             .render(context! {
                 messages => messages,
-                add_generation_prompt => true,
+                add_generation_prompt => add_generation_prompt,
                 bos_token => self.bos_token,
                 eos_token => self.eos_token,
             })
@@ -78,7 +82,7 @@ mod tests {
     fn renders_hf_style_template_with_python_methods() {
         let t = ChatTemplate::compile(TEMPLATE, Some("<s>"), Some("<|end|>")).expect("compiles");
         let out = t
-            .render(&[msg("system", " Be brief. "), msg("user", "Hi")])
+            .render(&[msg("system", " Be brief. "), msg("user", "Hi")], true)
             .expect("renders");
         assert_eq!(
             out,
@@ -89,7 +93,7 @@ mod tests {
     #[test]
     fn raise_exception_surfaces_as_template_error() {
         let t = ChatTemplate::compile(TEMPLATE, Some("<s>"), None).expect("compiles");
-        let err = t.render(&[msg("tool", "x")]).expect_err("must fail");
+        let err = t.render(&[msg("tool", "x")], true).expect_err("must fail");
         assert!(err.to_string().contains("bad role tool"), "{err}");
     }
 

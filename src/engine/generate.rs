@@ -6,9 +6,10 @@ use std::time::Instant;
 use tokio::sync::mpsc::Sender;
 
 use super::error::InferenceError;
-use super::runner::Runner;
+use super::runner::{KvState, Runner};
 use super::sampling::{Sampler, SamplingParams};
 use super::tokenizer::TextTokenizer;
+use crate::cache::PrefixCache;
 use crate::telemetry::metrics;
 
 /// Why generation ended.
@@ -37,6 +38,10 @@ pub struct GenerationParams {
     pub sampling: SamplingParams,
     pub stop: Vec<String>,
     pub ignore_eos: bool,
+    /// Use (and feed) the prefix cache for this request.
+    pub use_cache: bool,
+    /// Prefill the prompt, pin its blocks in the prefix cache, and generate nothing.
+    pub pin_prefix: bool,
 }
 
 /// Streamed to the HTTP layer as generation progresses.
@@ -124,9 +129,14 @@ impl<'a> StopMatcher<'a> {
 
 /// Runs one generation to completion, sending events to `events`. Returns early (without an
 /// event) when the receiver is dropped, which is how a client disconnect stops the work.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the worker's per-request context, passed once"
+)]
 pub fn generate(
     runner: &mut Runner,
     tokenizer: &TextTokenizer,
+    cache: Option<&PrefixCache>,
     eos_ids: &[u32],
     prompt_ids: &[u32],
     params: &GenerationParams,
@@ -134,8 +144,34 @@ pub fn generate(
     logits: &mut Vec<f32>,
 ) -> Result<(), InferenceError> {
     let started = Instant::now();
+    let cache = cache.filter(|c| c.enabled() && (params.use_cache || params.pin_prefix));
     let mut state = runner.new_state(prompt_ids.len() + params.max_tokens)?;
-    runner.forward(&mut state, prompt_ids, logits)?;
+    let restored = match cache {
+        Some(c) if !params.pin_prefix => {
+            let hit = c.lookup(prompt_ids);
+            if hit.tokens > 0 {
+                let blocks: Vec<&[f32]> = hit.blocks.iter().map(|b| b.data()).collect();
+                runner.import_blocks(&mut state, &blocks, c.block_tokens())?;
+            }
+            hit.tokens
+        }
+        _ => 0,
+    };
+    runner.forward(&mut state, &prompt_ids[restored..], logits)?;
+    metrics::record_cached_prompt_tokens(restored);
+    // Tokens whose KV is in `state`, for storing blocks in the cache when we finish.
+    let mut context: Vec<u32> = prompt_ids.to_vec();
+    if params.pin_prefix {
+        if let Some(c) = cache {
+            store_blocks(runner, c, &state, &context, true)?;
+        }
+        let _ = events.blocking_send(GenerationEvent::Done {
+            finish_reason: FinishReason::Length,
+            prompt_tokens: prompt_ids.len(),
+            completion_tokens: 0,
+        });
+        return Ok(());
+    }
     let mut sampler = Sampler::new(params.sampling.clone());
     let mut detok = tokenizer.stream();
     let mut stops = StopMatcher::new(&params.stop);
@@ -178,6 +214,7 @@ pub fn generate(
             return Ok(());
         }
         runner.forward(&mut state, &[token], logits)?;
+        context.push(token);
     };
     let held_back = stops.flush();
     if !held_back.is_empty() || !pending_ids.is_empty() {
@@ -197,6 +234,32 @@ pub fn generate(
         prompt_tokens: prompt_ids.len(),
         completion_tokens,
     });
+    // After the client has its answer: keep this conversation's KV for the next turn.
+    if let Some(c) = cache {
+        store_blocks(runner, c, &state, &context, false)?;
+    }
+    Ok(())
+}
+
+/// Copies the not-yet-cached full blocks of `context` out of `state` into the cache.
+fn store_blocks(
+    runner: &Runner,
+    cache: &PrefixCache,
+    state: &KvState,
+    context: &[u32],
+    pin: bool,
+) -> Result<(), InferenceError> {
+    let bt = cache.block_tokens();
+    let full = state.len().min(context.len()) / bt;
+    let first = if pin {
+        0
+    } else {
+        cache.first_missing_block(&context[..full * bt])
+    };
+    if first < full {
+        let data = runner.export_blocks(state, first * bt, full - first, bt)?;
+        cache.insert(&context[..full * bt], first, data, pin);
+    }
     Ok(())
 }
 

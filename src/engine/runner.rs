@@ -24,6 +24,8 @@ pub struct RunnerOptions {
     /// 0 = one per logical CPU (ORT's own default counts physical cores only, which on
     /// small SMT VMs leaves half the CPU idle during decode).
     pub intra_threads: usize,
+    /// Directory for ORT's optimized graph, reused on later starts; `None` disables.
+    pub optimized_graph_dir: Option<std::path::PathBuf>,
 }
 
 /// A loaded decoder session plus its discovered layout.
@@ -44,8 +46,9 @@ enum KvStorage {
     /// Per layer: key then value.
     Concat(Vec<DynValue>),
     Shared {
-        // Kept alive here; the binding references them as both past and present.
-        _buffers: Vec<Tensor<f32>>,
+        // The binding references these as both past and present; they are also written
+        // directly when a cached prefix is restored.
+        buffers: Vec<Tensor<f32>>,
         binding: Box<IoBinding>,
     },
 }
@@ -68,31 +71,22 @@ impl KvState {
 }
 
 impl Runner {
-    /// Opens the package's ONNX file and discovers its layout.
+    /// Opens the package's ONNX file (or its cached optimized graph) and discovers its layout.
     pub fn load(
         env: &ort::environment::Environment,
         package: &ModelPackage,
         options: &RunnerOptions,
     ) -> Result<Self, ModelError> {
-        let file = &package.onnx_file;
-        let session_err = |e: String| ModelError::Session {
-            file: file.clone(),
-            message: e,
+        let session = match &options.optimized_graph_dir {
+            Some(dir) => open_with_graph_cache(env, package, options, dir)?,
+            None => open_session(
+                env,
+                &package.onnx_file,
+                options,
+                GraphOptimizationLevel::All,
+                None,
+            )?,
         };
-        let mut builder = Session::builder(env)
-            .map_err(|e| session_err(e.to_string()))?
-            .with_optimization_level(GraphOptimizationLevel::All)
-            .map_err(|e| session_err(e.to_string()))?;
-        let threads = match options.intra_threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
-        builder = builder
-            .with_intra_threads(threads)
-            .map_err(|e| session_err(e.to_string()))?;
-        let session = builder
-            .commit_from_file(file)
-            .map_err(|e| session_err(e.to_string()))?;
         let layout = ModelLayout::discover(&session, package)?;
         let cpu_output = MemoryInfo::new(
             AllocationDevice::CPU,
@@ -100,7 +94,10 @@ impl Runner {
             AllocatorType::Device,
             MemoryType::CPUOutput,
         )
-        .map_err(|e| session_err(e.to_string()))?;
+        .map_err(|e| ModelError::Session {
+            file: package.onnx_file.clone(),
+            message: e.to_string(),
+        })?;
         Ok(Self {
             session,
             layout,
@@ -143,10 +140,7 @@ impl Runner {
                         buffers.push(buffer);
                     }
                 }
-                KvStorage::Shared {
-                    _buffers: buffers,
-                    binding,
-                }
+                KvStorage::Shared { buffers, binding }
             }
         };
         Ok(KvState {
@@ -253,6 +247,241 @@ impl Runner {
     }
 }
 
+impl Runner {
+    /// Floats of one cached block: keys and values of `block_tokens` positions, all layers.
+    pub fn block_floats(&self, block_tokens: usize) -> usize {
+        2 * self.layout.num_layers()
+            * self.layout.num_kv_heads
+            * block_tokens
+            * self.layout.head_size
+    }
+
+    /// Copies the KV of positions `[start, start + count * block_tokens)` out of `state`, one
+    /// `Vec` per block laid out `[layer][key|value][head][position][head_size]`.
+    pub fn export_blocks(
+        &self,
+        state: &KvState,
+        start: usize,
+        count: usize,
+        block_tokens: usize,
+    ) -> Result<Vec<Vec<f32>>, InferenceError> {
+        if start + count * block_tokens > state.len {
+            return Err(InferenceError::Output(
+                "export beyond the cached positions".into(),
+            ));
+        }
+        let (heads, dim) = (self.layout.num_kv_heads, self.layout.head_size);
+        let tensors: Vec<(&[f32], usize)> = match &state.storage {
+            KvStorage::Concat(values) => values
+                .iter()
+                .map(|v| {
+                    let (shape, data) = v.try_extract_tensor::<f32>()?;
+                    Ok((data, usize::try_from(shape[2]).unwrap_or(0)))
+                })
+                .collect::<Result<_, ort::Error>>()?,
+            KvStorage::Shared { buffers, .. } => buffers
+                .iter()
+                .map(|b| (b.extract_tensor().1, state.capacity))
+                .collect(),
+        };
+        let span = block_tokens * dim;
+        let mut blocks = Vec::with_capacity(count);
+        for b in 0..count {
+            let first = start + b * block_tokens;
+            let mut out = Vec::with_capacity(self.block_floats(block_tokens));
+            for &(data, positions) in &tensors {
+                for head in 0..heads {
+                    let at = (head * positions + first) * dim;
+                    let src = data.get(at..at + span).ok_or_else(|| {
+                        InferenceError::Output("KV tensor smaller than its length".into())
+                    })?;
+                    out.extend_from_slice(src);
+                }
+            }
+            blocks.push(out);
+        }
+        Ok(blocks)
+    }
+
+    /// Fills a fresh `state` with cached blocks covering positions `[0, blocks * block_tokens)`.
+    pub fn import_blocks(
+        &self,
+        state: &mut KvState,
+        blocks: &[&[f32]],
+        block_tokens: usize,
+    ) -> Result<(), InferenceError> {
+        let len = blocks.len() * block_tokens;
+        if state.len != 0 || len > state.capacity {
+            return Err(InferenceError::Output(
+                "cached prefix does not fit the KV state".into(),
+            ));
+        }
+        if blocks
+            .iter()
+            .any(|b| b.len() != self.block_floats(block_tokens))
+        {
+            return Err(InferenceError::Output(
+                "cached block has the wrong size".into(),
+            ));
+        }
+        let l = &self.layout;
+        let (heads, dim) = (l.num_kv_heads, l.head_size);
+        let span = block_tokens * dim;
+        // Offset of (tensor, head) inside one block.
+        let src_at = |tensor: usize, head: usize| (tensor * heads + head) * span;
+        match &mut state.storage {
+            KvStorage::Shared { buffers, .. } => {
+                let capacity = state.capacity;
+                for (t, buffer) in buffers.iter_mut().enumerate() {
+                    let data = buffer.extract_tensor_mut().1;
+                    for (b, block) in blocks.iter().enumerate() {
+                        for head in 0..heads {
+                            let dst = (head * capacity + b * block_tokens) * dim;
+                            data[dst..dst + span]
+                                .copy_from_slice(&block[src_at(t, head)..src_at(t, head) + span]);
+                        }
+                    }
+                }
+            }
+            KvStorage::Concat(values) => {
+                for (t, value) in values.iter_mut().enumerate() {
+                    let mut data = Vec::with_capacity(heads * len * dim);
+                    for head in 0..heads {
+                        for block in blocks {
+                            data.extend_from_slice(&block[src_at(t, head)..src_at(t, head) + span]);
+                        }
+                    }
+                    *value = Tensor::from_array(([1usize, heads, len, dim], data))?.into_dyn();
+                }
+            }
+        }
+        state.len = len;
+        Ok(())
+    }
+}
+
+/// Creates a session for `file`; `save_optimized` makes ORT write its optimized graph there.
+fn open_session(
+    env: &ort::environment::Environment,
+    file: &Path,
+    options: &RunnerOptions,
+    level: GraphOptimizationLevel,
+    save_optimized: Option<&Path>,
+) -> Result<Session, ModelError> {
+    let err = |e: String| ModelError::Session {
+        file: file.to_path_buf(),
+        message: e,
+    };
+    let threads = match options.intra_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let mut builder = Session::builder(env)
+        .map_err(|e| err(e.to_string()))?
+        .with_optimization_level(level)
+        .map_err(|e| err(e.to_string()))?
+        .with_intra_threads(threads)
+        .map_err(|e| err(e.to_string()))?;
+    if let Some(path) = save_optimized {
+        // Weights go to a data file beside the optimized graph; otherwise ORT keeps references
+        // to the package's external data relative to the wrong directory.
+        let data_name = format!(
+            "{}.data",
+            path.file_name()
+                .map_or_else(|| "optimized".into(), |n| n.to_string_lossy().into_owned())
+        );
+        builder = builder
+            .with_optimized_model_path(path)
+            .map_err(|e| err(e.to_string()))?
+            .with_config_entry(
+                "session.optimized_model_external_initializers_file_name",
+                data_name,
+            )
+            .map_err(|e| err(e.to_string()))?;
+    }
+    builder
+        .commit_from_file(file)
+        .map_err(|e| err(e.to_string()))
+}
+
+/// Loads the optimized graph saved by an earlier start, or optimizes the package's model and
+/// saves the result, so restarts skip graph optimization. The file is written under a unique
+/// temporary name and renamed into place, so a crash or a concurrent worker never sees half a
+/// file; a cached graph that fails to load is discarded and rebuilt.
+fn open_with_graph_cache(
+    env: &ort::environment::Environment,
+    package: &ModelPackage,
+    options: &RunnerOptions,
+    dir: &Path,
+) -> Result<Session, ModelError> {
+    let mut h = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(&package.version_key(), &mut h);
+    let cached = dir.join(format!(
+        "{}-{:016x}.optimized.onnx",
+        sanitize(&package.id),
+        std::hash::Hasher::finish(&h)
+    ));
+    if cached.is_file() {
+        match open_session(env, &cached, options, GraphOptimizationLevel::Disable, None) {
+            Ok(session) => {
+                tracing::info!(path = %cached.display(), "loaded cached optimized graph");
+                return Ok(session);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cached optimized graph unusable; rebuilding it");
+                let _ = std::fs::remove_file(&cached);
+            }
+        }
+    }
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        tracing::warn!(error = %e, dir = %dir.display(), "cannot create the optimized-graph cache directory");
+        return open_session(
+            env,
+            &package.onnx_file,
+            options,
+            GraphOptimizationLevel::All,
+            None,
+        );
+    }
+    // Unique per writer: concurrent workers each write their own graph + data file, and the
+    // first to hard-link its graph into place wins; the others delete theirs.
+    let tmp = dir.join(format!(
+        "{}.{}.{}.tmp",
+        sanitize(&package.id),
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    let session = open_session(
+        env,
+        &package.onnx_file,
+        options,
+        GraphOptimizationLevel::All,
+        Some(&tmp),
+    )?;
+    let data = tmp.with_file_name(format!(
+        "{}.data",
+        tmp.file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    ));
+    if std::fs::hard_link(&tmp, &cached).is_err() {
+        let _ = std::fs::remove_file(&data);
+    }
+    let _ = std::fs::remove_file(&tmp);
+    Ok(session)
+}
+
+fn sanitize(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 fn index_tensor(
     ty: IndexType,
     values: impl Iterator<Item = i64>,
@@ -287,9 +516,4 @@ fn copy_last_logits(value: Option<&DynValue>, out: &mut Vec<f32>) -> Result<(), 
     out.clear();
     out.extend_from_slice(&data[data.len() - vocab..]);
     Ok(())
-}
-
-/// Convenience for tools: a file's display name in errors.
-pub fn display(path: &Path) -> String {
-    path.display().to_string()
 }

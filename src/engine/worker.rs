@@ -15,6 +15,7 @@ use super::package::ModelPackage;
 use super::runner::{Runner, RunnerOptions};
 use super::sampling::SamplingParams;
 use super::tokenizer::TextTokenizer;
+use crate::cache::{PrefixCache, PrefixCacheSettings};
 use crate::telemetry::metrics;
 
 /// Capacity of each request's event channel: a slow reader blocks its own worker briefly
@@ -29,6 +30,34 @@ pub struct EngineOptions {
     pub runner: RunnerOptions,
     /// Caps the package's context length (never raises it).
     pub context_length: Option<usize>,
+    /// KV prefix cache; `None` disables it.
+    pub prefix_cache: Option<PrefixCacheSettings>,
+    /// System prompts prefilled and pinned in the prefix cache before the engine is ready.
+    pub pinned_system_prompts: Vec<String>,
+}
+
+impl EngineOptions {
+    /// Engine options from validated settings.
+    pub fn from_settings(settings: &crate::config::Settings) -> Self {
+        let c = &settings.cache;
+        Self {
+            workers: settings.engine.workers,
+            max_queue: settings.engine.max_queue,
+            runner: RunnerOptions {
+                intra_threads: settings.runtime.intra_threads,
+                optimized_graph_dir: c.optimized_graph_dir.clone(),
+            },
+            context_length: settings.model.context_length,
+            prefix_cache: c.enabled.then(|| PrefixCacheSettings {
+                enabled: true,
+                block_tokens: c.block_tokens,
+                max_bytes: c.max_bytes,
+                ttl: std::time::Duration::from_secs(c.ttl_secs),
+                idle: std::time::Duration::from_secs(c.idle_secs),
+            }),
+            pinned_system_prompts: c.pinned_system_prompts.clone(),
+        }
+    }
 }
 
 /// A queued generation.
@@ -57,6 +86,7 @@ pub struct Engine {
     queue: Sender<GenerationRequest>,
     queued: Arc<AtomicUsize>,
     ready: AtomicBool,
+    prefix_cache: Option<Arc<PrefixCache>>,
 }
 
 impl Engine {
@@ -87,6 +117,11 @@ impl Engine {
         let context_length = options
             .context_length
             .map_or(package.context_length, |c| c.min(package.context_length));
+        let prefix_cache = options
+            .prefix_cache
+            .clone()
+            .filter(|c| c.enabled)
+            .map(|settings| Arc::new(PrefixCache::new(settings, &package.version_key())));
         let (queue, jobs) = bounded::<GenerationRequest>(options.max_queue);
         let queued = Arc::new(AtomicUsize::new(0));
         let (loaded_tx, loaded_rx) = std::sync::mpsc::channel::<Result<(), ModelError>>();
@@ -96,6 +131,7 @@ impl Engine {
                 tokenizer: Arc::clone(&tokenizer),
                 eos_ids: package.eos_token_ids.clone(),
                 queued: Arc::clone(&queued),
+                prefix_cache: prefix_cache.clone(),
             };
             let worker_package = package.clone();
             let runner_options = options.runner.clone();
@@ -129,46 +165,88 @@ impl Engine {
             queue,
             queued,
             ready: AtomicBool::new(false),
+            prefix_cache,
         });
         engine.warm_up()?;
+        for prompt in &options.pinned_system_prompts {
+            engine.pin_system_prompt(prompt)?;
+        }
         engine.ready.store(true, Ordering::Release);
         Ok(engine)
     }
 
     /// Runs one short generation so the first real request does not pay for lazy init.
     fn warm_up(&self) -> Result<(), ModelError> {
-        let err = |message: String| ModelError::Package {
-            dir: self.package.dir.clone(),
-            message: format!("warm-up generation failed: {message}"),
-        };
         let prompt_ids = self
             .tokenizer
             .encode("Hello", true)
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| self.startup_error("warm-up", e.to_string()))?;
+        self.run_to_completion("warm-up", prompt_ids, 2, false)
+    }
+
+    /// Prefills a system prompt (as the chat template renders it) and pins its KV blocks.
+    fn pin_system_prompt(&self, prompt: &str) -> Result<(), ModelError> {
+        if self.prefix_cache.is_none() {
+            return Ok(());
+        }
+        let template = self.template.as_ref().ok_or_else(|| {
+            self.startup_error("pinned prompt", "the model has no chat template".into())
+        })?;
+        let message = TemplateMessage {
+            role: "system".into(),
+            content: prompt.to_string(),
+        };
+        let text = template
+            .render(&[message], false)
+            .map_err(|e| self.startup_error("pinned prompt", e.to_string()))?;
+        let ids = self
+            .tokenizer
+            .encode(&text, false)
+            .map_err(|e| self.startup_error("pinned prompt", e.to_string()))?;
+        self.run_to_completion("pinned prompt", ids, 1, true)
+    }
+
+    fn startup_error(&self, what: &str, message: String) -> ModelError {
+        ModelError::Package {
+            dir: self.package.dir.clone(),
+            message: format!("{what} failed: {message}"),
+        }
+    }
+
+    /// Submits an internal generation and blocks until it finishes.
+    fn run_to_completion(
+        &self,
+        what: &str,
+        prompt_ids: Vec<u32>,
+        max_tokens: usize,
+        pin: bool,
+    ) -> Result<(), ModelError> {
         let (tx, mut rx) = tokio::sync::mpsc::channel(EVENT_CHANNEL_CAPACITY);
         self.submit(GenerationRequest {
             prompt_ids,
             params: GenerationParams {
-                max_tokens: 2,
+                max_tokens,
                 sampling: SamplingParams {
                     temperature: 0.0,
                     ..SamplingParams::default()
                 },
                 stop: Vec::new(),
                 ignore_eos: true,
+                use_cache: false,
+                pin_prefix: pin,
             },
             events: tx,
             enqueued_at: Instant::now(),
         })
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| self.startup_error(what, e.to_string()))?;
         while let Some(event) = rx.blocking_recv() {
             match event {
                 GenerationEvent::Delta { .. } => {}
                 GenerationEvent::Done { .. } => return Ok(()),
-                GenerationEvent::Error(e) => return Err(err(e.to_string())),
+                GenerationEvent::Error(e) => return Err(self.startup_error(what, e.to_string())),
             }
         }
-        Err(err("worker dropped the request".into()))
+        Err(self.startup_error(what, "worker dropped the request".into()))
     }
 
     /// Queues a generation; fails fast when the queue is full.
@@ -197,7 +275,7 @@ impl Engine {
                 self.package.id
             ))
         })?;
-        let text = template.render(messages)?;
+        let text = template.render(messages, true)?;
         // The template already places BOS; the post-processor must not add a second one.
         self.tokenizer.encode(&text, false)
     }
@@ -227,6 +305,11 @@ impl Engine {
         self.ready.load(Ordering::Acquire)
     }
 
+    /// The prefix cache, when enabled.
+    pub fn prefix_cache(&self) -> Option<&PrefixCache> {
+        self.prefix_cache.as_deref()
+    }
+
     /// Requests waiting for a worker.
     pub fn queue_depth(&self) -> usize {
         self.queued.load(Ordering::Acquire)
@@ -238,6 +321,7 @@ struct Worker {
     tokenizer: Arc<TextTokenizer>,
     eos_ids: Vec<u32>,
     queued: Arc<AtomicUsize>,
+    prefix_cache: Option<Arc<PrefixCache>>,
 }
 
 impl Worker {
@@ -273,6 +357,7 @@ impl Worker {
                 super::generate::generate(
                     &mut runner,
                     &self.tokenizer,
+                    self.prefix_cache.as_deref(),
                     &self.eos_ids,
                     &job.prompt_ids,
                     &job.params,

@@ -21,6 +21,13 @@ pub const PROMPT_TOKENS_TOTAL: &str = "edge_gateway_prompt_tokens_total";
 pub const GENERATED_TOKENS_TOTAL: &str = "edge_gateway_generated_tokens_total";
 pub const GENERATIONS_TOTAL: &str = "edge_gateway_generations_total";
 pub const ERRORS_TOTAL: &str = "edge_gateway_errors_total";
+pub const PROMPT_TOKENS_CACHED_TOTAL: &str = "edge_gateway_prompt_tokens_cached_total";
+pub const PREFIX_CACHE_LOOKUPS_TOTAL: &str = "edge_gateway_prefix_cache_lookups_total";
+pub const PREFIX_CACHE_HITS_TOTAL: &str = "edge_gateway_prefix_cache_hits_total";
+pub const PREFIX_CACHE_HIT_TOKENS_TOTAL: &str = "edge_gateway_prefix_cache_hit_tokens_total";
+pub const PREFIX_CACHE_BYTES: &str = "edge_gateway_prefix_cache_bytes";
+pub const PREFIX_CACHE_PINNED_BYTES: &str = "edge_gateway_prefix_cache_pinned_bytes";
+pub const PREFIX_CACHE_EVICTIONS_TOTAL: &str = "edge_gateway_prefix_cache_evictions_total";
 pub const MODEL_INFO: &str = "edge_gateway_model_info";
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -154,6 +161,11 @@ pub fn record_generation(outcome: &'static str, prompt: usize, generated: usize)
     counter!(GENERATIONS_TOTAL, "outcome" => outcome).increment(1);
     counter!(PROMPT_TOKENS_TOTAL).increment(prompt as u64);
     counter!(GENERATED_TOKENS_TOTAL).increment(generated as u64);
+}
+
+/// Prompt tokens of one request restored from the prefix cache (0 on a miss).
+pub fn record_cached_prompt_tokens(tokens: usize) {
+    counter!(PROMPT_TOKENS_CACHED_TOTAL).increment(tokens as u64);
 }
 
 /// One error of the given low-cardinality type.

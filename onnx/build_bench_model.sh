@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Build the ~246M-parameter RANDOM-weight Llama benchmark model in the onnxruntime-genai int8
+# layout (MatMulNBits 8-bit, GroupQueryAttention) into .bench/bench-250m-genai/ (git-ignored).
+#
+#     bash onnx/build_bench_model.sh            # from the repository root
+#
+# Needs the venvs made by onnx/build_models.sh (it creates them if missing) and the committed
+# tokenizer in onnx/models/edge-tiny-genai/; it does not need the trained tiny model.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+VENV="$ROOT/.venv"
+BUILD="$ROOT/.bench/build"
+OUT="$ROOT/.bench/bench-250m-genai"
+export PYTHONHASHSEED=0 TOKENIZERS_PARALLELISM=false
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
+
+if [[ ! -x "$VENV/optimum/bin/python" || ! -x "$VENV/genai/bin/python" ]]; then
+  echo "venvs missing: creating them via onnx/build_models.sh (venv step only)"
+  ONLY_VENVS=1 bash onnx/build_models.sh
+fi
+
+T0=$(date +%s)
+mkdir -p "$BUILD"
+"$VENV/optimum/bin/python" onnx/make_bench_hf.py --tokenizer-from onnx/models/edge-tiny-genai \
+  --out "$BUILD/hf-bench-250m" 2>&1 | grep -v -e Warning -e warnings.warn
+T1=$(date +%s)
+
+rm -rf "$BUILD/genai-out" "$OUT"
+"$VENV/genai/bin/python" -m onnxruntime_genai.models.builder -i "$BUILD/hf-bench-250m" \
+  -o "$BUILD/genai-out" -p int8 -e cpu -c "$BUILD/genai-cache" > "$BUILD/genai-builder.log" 2>&1 \
+  || { tail -40 "$BUILD/genai-builder.log"; exit 1; }
+T2=$(date +%s)
+
+# same finishing step as the tiny model (eos/bos/pad, context_length, tokenizer files)
+"$VENV/genai/bin/python" onnx/finalize_genai.py --build "$BUILD/genai-out" --hf "$BUILD/hf-bench-250m" \
+  --out "$OUT" --no-tokenizer-check
+"$VENV/optimum/bin/python" onnx/onnx_io.py "$OUT/model.onnx" | head -8
+rm -rf "$BUILD/hf-bench-250m" "$BUILD/genai-out"   # ~1 GB of fp32 scratch
+echo "bench model: $OUT ($(du -sh "$OUT" | cut -f1)); random HF folder $((T1 - T0))s, genai builder $((T2 - T1))s, total $(( $(date +%s) - T0 ))s"

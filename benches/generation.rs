@@ -11,7 +11,9 @@
 //! intra-op thread per logical CPU.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use edge_gateway::cache::{PrefixCache, PrefixCacheSettings};
 
 use edge_gateway::engine::package::ModelPackage;
 use edge_gateway::engine::runner::{Runner, RunnerOptions};
@@ -29,6 +31,8 @@ struct Args {
     decode_tokens: usize,
     runs: usize,
     threads: usize,
+    /// When set: TTFT of a request whose system prompt of this many tokens is cached vs cold.
+    cached_prefix: Option<usize>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -38,6 +42,7 @@ fn parse_args() -> Result<Args, String> {
         decode_tokens: 128,
         runs: 3,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cached_prefix: None,
     };
     // `cargo test --all-targets` runs this without `--bench`: do a quick smoke run instead.
     if !std::env::args().any(|a| a == "--bench") {
@@ -64,6 +69,13 @@ fn parse_args() -> Result<Args, String> {
             "--threads" => {
                 args.threads = value("--threads")?.parse().map_err(|e| format!("{e}"))?
             }
+            "--cached-prefix" => {
+                args.cached_prefix = Some(
+                    value("--cached-prefix")?
+                        .parse()
+                        .map_err(|e| format!("{e}"))?,
+                )
+            }
             // cargo bench passes --bench to harness=false targets.
             "--bench" => {}
             other => return Err(format!("unknown argument {other}")),
@@ -76,6 +88,90 @@ fn parse_args() -> Result<Args, String> {
         );
     }
     Ok(args)
+}
+
+/// BOS followed by `sentence` repeated, cut to `len` tokens.
+fn prompt_source(bos: u32, sentence: &[u32], len: usize) -> Vec<u32> {
+    let mut prompt = vec![bos];
+    while prompt.len() < len {
+        prompt.extend_from_slice(sentence);
+    }
+    prompt.truncate(len);
+    prompt
+}
+
+/// TTFT of `prompt` cold vs with its first `prefix` tokens restored from the prefix cache, using
+/// the same lookup/import/prefill steps as the serving path.
+fn prefix_cache_ttft(
+    runner: &mut Runner,
+    package: &ModelPackage,
+    prompt: &[u32],
+    prefix: usize,
+    args: &Args,
+) -> Result<(), String> {
+    let cache = PrefixCache::new(
+        PrefixCacheSettings {
+            enabled: true,
+            block_tokens: 16,
+            max_bytes: 1 << 30,
+            ttl: Duration::from_secs(3600),
+            idle: Duration::from_secs(3600),
+        },
+        &package.version_key(),
+    );
+    let e = |e: edge_gateway::engine::InferenceError| e.to_string();
+    let mut logits = Vec::new();
+    // Prime the cache with the system prompt alone, as a pinned prompt would be.
+    let mut state = runner.new_state(prefix).map_err(e)?;
+    runner
+        .forward(&mut state, &prompt[..prefix], &mut logits)
+        .map_err(e)?;
+    let bt = cache.block_tokens();
+    let blocks = prefix / bt;
+    let data = runner.export_blocks(&state, 0, blocks, bt).map_err(e)?;
+    cache.insert(&prompt[..blocks * bt], 0, data, true);
+
+    let capacity = prompt.len() + 1;
+    let (mut cold, mut warm) = (Vec::new(), Vec::new());
+    for run in 0..=args.runs {
+        let t0 = Instant::now();
+        let mut state = runner.new_state(capacity).map_err(e)?;
+        runner.forward(&mut state, prompt, &mut logits).map_err(e)?;
+        let cold_token = argmax(&logits);
+        let cold_s = t0.elapsed().as_secs_f64();
+
+        let t1 = Instant::now();
+        let mut state = runner.new_state(capacity).map_err(e)?;
+        let hit = cache.lookup(prompt);
+        let slices: Vec<&[f32]> = hit.blocks.iter().map(|b| b.data()).collect();
+        runner.import_blocks(&mut state, &slices, bt).map_err(e)?;
+        runner
+            .forward(&mut state, &prompt[hit.tokens..], &mut logits)
+            .map_err(e)?;
+        let warm_token = argmax(&logits);
+        let warm_s = t1.elapsed().as_secs_f64();
+        if cold_token != warm_token {
+            return Err(format!(
+                "cached first token {warm_token} differs from cold {cold_token}"
+            ));
+        }
+        if run > 0 {
+            println!("run {run}: cold TTFT {cold_s:.3} s, cached TTFT {warm_s:.4} s ({} of {} tokens restored)", hit.tokens, prompt.len());
+            cold.push(cold_s);
+            warm.push(warm_s);
+        }
+    }
+    let (cold, warm) = (median(cold), median(warm));
+    println!(
+        "prefix cache, {} ({}), {} threads: {prefix}-token cached system prompt + {} new tokens: cold TTFT {cold:.3} s, cached TTFT {warm:.4} s, ratio {:.3}",
+        package.id,
+        package.layout_name(),
+        args.threads,
+        prompt.len() - prefix,
+        warm / cold
+    );
+    println!("{{\"engine\":\"edge-gateway\",\"cold_ttft_s\":{cold:.4},\"cached_ttft_s\":{warm:.4},\"ratio\":{:.4}}}", warm / cold);
+    Ok(())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -116,6 +212,15 @@ fn run() -> Result<(), String> {
         prompt.extend_from_slice(&sentence);
     }
     prompt.truncate(args.prompt_tokens);
+    if let Some(prefix) = args.cached_prefix {
+        return prefix_cache_ttft(
+            &mut runner,
+            &package,
+            &prompt_source(bos, &sentence, prefix + 24),
+            prefix,
+            &args,
+        );
+    }
     let capacity = prompt.len() + args.decode_tokens;
 
     let mut logits = Vec::new();

@@ -38,11 +38,24 @@ fn free_port() -> u16 {
 impl Gateway {
     /// Starts the gateway on `model` with extra `EDGE_GATEWAY__...` settings.
     pub async fn start(model: &str, env: &[(&str, &str)]) -> Gateway {
+        Self::start_with_config(model, None, env).await
+    }
+
+    /// Like [`Gateway::start`], with a YAML configuration file written from `config_yaml`.
+    pub async fn start_with_config(
+        model: &str,
+        config_yaml: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-gateway"));
-        cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
-            .arg("serve")
-            .arg("--model")
+        cmd.current_dir(env!("CARGO_MANIFEST_DIR")).arg("serve");
+        if let Some(yaml) = config_yaml {
+            let path = std::env::temp_dir().join(format!("edge-gateway-test-{port}.yaml"));
+            std::fs::write(&path, yaml).expect("write test config");
+            cmd.arg("--config").arg(path);
+        }
+        cmd.arg("--model")
             .arg(repo_path(model))
             .env("EDGE_GATEWAY__SERVER__LISTEN", format!("127.0.0.1:{port}"))
             .env("EDGE_GATEWAY__LOGGING__LEVEL", "warn")
@@ -53,7 +66,7 @@ impl Gateway {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn edge-gateway");
-        let gateway = Gateway {
+        let mut gateway = Gateway {
             child,
             base: format!("http://127.0.0.1:{port}"),
             client: reqwest::Client::new(),
@@ -62,9 +75,12 @@ impl Gateway {
         gateway
     }
 
-    async fn wait_ready(&self) {
+    async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("gateway exited during startup with {status}");
+            }
             if let Ok(r) = self.client.get(self.url("/readyz")).send().await {
                 if r.status() == 200 {
                     return;

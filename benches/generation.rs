@@ -238,16 +238,22 @@ fn run() -> Result<(), String> {
         let _ = detok.step(token);
         let ttft = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
+        let mut in_forward = Duration::ZERO;
         for _ in 1..args.decode_tokens {
+            let tf = Instant::now();
             runner
                 .forward(&mut state, &[token], &mut logits)
                 .map_err(|e| e.to_string())?;
+            in_forward += tf.elapsed();
             token = argmax(&logits);
             let _ = detok.step(token);
         }
         let rate = (args.decode_tokens - 1) as f64 / t1.elapsed().as_secs_f64();
         if run > 0 {
-            println!("run {run}: ttft {ttft:.3} s, decode {rate:.1} tok/s");
+            println!(
+                "run {run}: ttft {ttft:.3} s, decode {rate:.1} tok/s ({:.1}% of decode time inside forward)",
+                100.0 * in_forward.as_secs_f64() / t1.elapsed().as_secs_f64()
+            );
             ttfts.push(ttft);
             rates.push(rate);
         }

@@ -8,3 +8,4 @@ pub mod cache;
 pub mod config;
 pub mod engine;
 pub mod telemetry;
+pub mod upstream;

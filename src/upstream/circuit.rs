@@ -103,7 +103,8 @@ impl CircuitBreaker {
             Inner::Open { until } if now < until => Err(Rejected {
                 retry_after: until - now,
             }),
-            Inner::Open { .. } | Inner::HalfOpen {
+            Inner::Open { .. }
+            | Inner::HalfOpen {
                 trial_in_flight: false,
             } => {
                 *inner = Inner::HalfOpen {

@@ -94,12 +94,15 @@ pub mod defaults {
     pub fn idle_timeout_ms() -> u64 {
         30_000
     }
+    /// Extra attempts after the first.
     pub fn max_retries() -> u32 {
         2
     }
+    /// Backoff ceiling of the first retry; doubles per retry.
     pub fn retry_base_ms() -> u64 {
         200
     }
+    /// Cap of the backoff ceiling.
     pub fn retry_max_backoff_ms() -> u64 {
         5_000
     }
@@ -107,9 +110,11 @@ pub mod defaults {
     pub fn retry_after_max_ms() -> u64 {
         5_000
     }
+    /// Consecutive failed attempts that open the circuit.
     pub fn failure_threshold() -> u32 {
         5
     }
+    /// How long an open circuit rejects before a trial.
     pub fn open_ms() -> u64 {
         30_000
     }
@@ -165,7 +170,9 @@ pub struct UpstreamSettings {
     /// Non-streaming: the whole call (attempts, backoff, body). Streaming: until the response
     /// headers, retries included; after that only `idle_timeout` applies.
     pub total_timeout: Duration,
-    /// Streaming: the longest gap between two chunks (keepalive comments count as chunks).
+    /// Streaming: the longest silence after the headers, before the first chunk and between
+    /// chunks (keepalive comments count). Replaces a total limit, which would cut off long but
+    /// healthy generations.
     pub idle_timeout: Duration,
     /// Extra attempts after the first.
     pub max_retries: u32,
@@ -235,7 +242,10 @@ impl RawUpstream {
             ));
         }
         if self.circuit.failure_threshold == 0 {
-            return Err(err("circuit.failure_threshold", "must be at least 1".into()));
+            return Err(err(
+                "circuit.failure_threshold",
+                "must be at least 1".into(),
+            ));
         }
         let open = positive("circuit.open_ms", self.circuit.open_ms)?;
         Ok(UpstreamSettings {
@@ -260,12 +270,21 @@ impl RawUpstream {
     }
 }
 
-/// Validates every `upstreams.<name>` (in name order, so the first error is stable).
+/// Validates every `upstreams.<name>` (in name order, so the first error is stable), reading
+/// API keys from the process environment.
 pub fn validate_upstreams(
     raw: BTreeMap<String, RawUpstream>,
 ) -> Result<Vec<UpstreamSettings>, UpstreamConfigError> {
+    validate_upstreams_with_env(raw, |var| std::env::var(var).ok())
+}
+
+/// Like [`validate_upstreams`] with the environment lookup injected (for tests).
+pub fn validate_upstreams_with_env(
+    raw: BTreeMap<String, RawUpstream>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<UpstreamSettings>, UpstreamConfigError> {
     raw.into_iter()
-        .map(|(name, upstream)| upstream.validate(&name))
+        .map(|(name, upstream)| upstream.validate_with_env(&name, &env))
         .collect()
 }
 
@@ -364,8 +383,14 @@ mod tests {
             s.model_map.get("edge-tiny-genai").map(String::as_str),
             Some("gpt-4.1-mini")
         );
-        assert_eq!(s.model_map.get("Edge-Large").map(String::as_str), Some("GPT-4o"));
-        assert_eq!(s.model_map.get("*").map(String::as_str), Some("gpt-4o-mini"));
+        assert_eq!(
+            s.model_map.get("Edge-Large").map(String::as_str),
+            Some("GPT-4o")
+        );
+        assert_eq!(
+            s.model_map.get("*").map(String::as_str),
+            Some("gpt-4o-mini")
+        );
         assert_eq!(s.first_byte_timeout, Duration::from_millis(200));
         assert_eq!(s.circuit.open, Duration::from_millis(70));
     }
@@ -386,12 +411,19 @@ mod tests {
 
     #[test]
     fn bad_base_url_names_the_key_path() {
-        for bad in ["not a url", "ftp://h/v1", "http://h/v1?x=1", "http://u:p@h/v1"] {
+        for bad in [
+            "not a url",
+            "ftp://h/v1",
+            "http://h/v1?x=1",
+            "http://u:p@h/v1",
+        ] {
             let err = raw(&format!("base_url: \"{bad}\"\n"))
                 .validate_with_env("cloud", env)
                 .expect_err(bad);
             assert_eq!(err.key, "upstreams.cloud.base_url", "{bad}");
-            assert!(err.to_string().starts_with("configuration key upstreams.cloud.base_url: "));
+            assert!(err
+                .to_string()
+                .starts_with("configuration key upstreams.cloud.base_url: "));
         }
     }
 
@@ -407,11 +439,17 @@ mod tests {
     #[test]
     fn zero_values_are_rejected_with_their_path() {
         let cases = [
-            ("connect_timeout_ms: 0", "upstreams.cloud.connect_timeout_ms"),
+            (
+                "connect_timeout_ms: 0",
+                "upstreams.cloud.connect_timeout_ms",
+            ),
             ("total_timeout_ms: 0", "upstreams.cloud.total_timeout_ms"),
             ("retry_base_ms: 0", "upstreams.cloud.retry_base_ms"),
             ("max_retries: 11", "upstreams.cloud.max_retries"),
-            ("circuit:\n  failure_threshold: 0", "upstreams.cloud.circuit.failure_threshold"),
+            (
+                "circuit:\n  failure_threshold: 0",
+                "upstreams.cloud.circuit.failure_threshold",
+            ),
             ("circuit:\n  open_ms: 0", "upstreams.cloud.circuit.open_ms"),
             ("model_map:\n  a: \"\"", "upstreams.cloud.model_map"),
         ];
@@ -446,7 +484,7 @@ mod tests {
         let map: BTreeMap<String, RawUpstream> = serde_yaml_via_config(
             "b:\n  base_url: \"bad\"\na:\n  base_url: http://h/v1\n  max_retries: 99\n",
         );
-        let err = validate_upstreams(map).expect_err("both invalid");
+        let err = validate_upstreams_with_env(map, env).expect_err("both invalid");
         assert_eq!(err.key, "upstreams.a.max_retries");
     }
 }

@@ -198,7 +198,14 @@ impl UpstreamError {
         match self {
             UpstreamError::Status { retry_after, .. } => *retry_after,
             UpstreamError::CircuitOpen { retry_after, .. } => Some(*retry_after),
-            _ => None,
+            UpstreamError::Connect { .. }
+            | UpstreamError::Transport { .. }
+            | UpstreamError::Timeout { .. }
+            | UpstreamError::InvalidResponse { .. }
+            | UpstreamError::StreamTruncated { .. }
+            | UpstreamError::StreamInterrupted { .. }
+            | UpstreamError::InvalidRequest { .. }
+            | UpstreamError::ModelNotMapped { .. } => None,
         }
     }
 
@@ -415,7 +422,11 @@ mod tests {
     fn bad_request_passes_the_upstream_message_param_and_code() {
         let e = status(
             400,
-            openai_error("temperature too high", Some("invalid_value"), Some("temperature")),
+            openai_error(
+                "temperature too high",
+                Some("invalid_value"),
+                Some("temperature"),
+            ),
         );
         let c = e.to_client();
         assert_eq!(c.status, 400);
@@ -431,7 +442,10 @@ mod tests {
     #[test]
     fn auth_failures_are_our_problem_and_hide_the_upstream_message() {
         for code in [401, 403] {
-            let e = status(code, openai_error("Incorrect API key provided: sk-ab***yz", None, None));
+            let e = status(
+                code,
+                openai_error("Incorrect API key provided: sk-ab***yz", None, None),
+            );
             let c = e.to_client();
             assert_eq!(c.status, 502);
             assert_eq!(c.code, "upstream_auth_failed");
@@ -457,7 +471,10 @@ mod tests {
 
     #[test]
     fn exhausted_quota_is_not_retried_and_maps_to_502() {
-        let e = status(429, openai_error("You exceeded your quota", Some("insufficient_quota"), None));
+        let e = status(
+            429,
+            openai_error("You exceeded your quota", Some("insufficient_quota"), None),
+        );
         assert!(!e.is_retryable());
         assert_eq!(e.to_client().status, 502);
         assert_eq!(e.to_client().code, "upstream_quota_exceeded");
@@ -465,7 +482,14 @@ mod tests {
 
     #[test]
     fn model_not_found_passes_through_other_404_is_config() {
-        let e = status(404, openai_error("The model 'x' does not exist", Some("model_not_found"), None));
+        let e = status(
+            404,
+            openai_error(
+                "The model 'x' does not exist",
+                Some("model_not_found"),
+                None,
+            ),
+        );
         let c = e.to_client();
         assert_eq!((c.status, c.code.as_str()), (404, "model_not_found"));
         let e = status(404, json!({"detail": "Not Found"}));

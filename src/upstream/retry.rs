@@ -23,7 +23,12 @@ pub fn backoff_ceiling(base: Duration, max: Duration, retry: u32) -> Duration {
 /// The wait an upstream asked for: OpenAI's `retry-after-ms`, else `Retry-After` in seconds.
 /// HTTP-date values are ignored (the normal backoff applies), as hosted LLM APIs send seconds.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
     if let Some(wait) = text("retry-after-ms")
         .and_then(|v| v.parse::<f64>().ok())
         .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok())

@@ -225,7 +225,8 @@ mod tests {
 
     #[test]
     fn one_chunk_with_several_events_yields_all() {
-        let (events, _) = parse_chunks(&[b"data: {\"a\":1}\n\ndata: {\"b\":2}\n\ndata: [DONE]\n\n"]);
+        let (events, _) =
+            parse_chunks(&[b"data: {\"a\":1}\n\ndata: {\"b\":2}\n\ndata: [DONE]\n\n"]);
         assert_eq!(data(&events), ["{\"a\":1}", "{\"b\":2}", "[DONE]"]);
         assert!(events[2].is_done());
         assert!(!events[0].is_done());
@@ -292,9 +293,17 @@ mod tests {
         let (events, _) = parse_chunks(&[b"\xEF", b"\xBB", b"\xBFdata: a\n\n"]);
         assert_eq!(data(&events), ["a"]);
         let (events, _) = parse_chunks(&[b"\xEFdata: a\n\n"]);
-        assert_eq!(events.len(), 0, "a broken BOM corrupts the first field name");
+        assert_eq!(
+            events.len(),
+            0,
+            "a broken BOM corrupts the first field name"
+        );
         let (events, _) = parse_chunks(&[b"da", b"ta: a\n\n"]);
-        assert_eq!(data(&events), ["a"], "short first chunk is not mistaken for a BOM");
+        assert_eq!(
+            data(&events),
+            ["a"],
+            "short first chunk is not mistaken for a BOM"
+        );
     }
 
     #[test]
@@ -313,8 +322,12 @@ mod tests {
         assert_eq!(err, SseError::EventTooLarge { limit: 16 });
         let mut parser = SseParser::with_limit(16);
         for _ in 0..10 {
-            parser.push(b"data: 0123\n\n", &mut out).expect("small events reset the budget");
-            parser.push(b": keepalive\n", &mut out).expect("comments are not buffered");
+            parser
+                .push(b"data: 0123\n\n", &mut out)
+                .expect("small events reset the budget");
+            parser
+                .push(b": keepalive\n", &mut out)
+                .expect("comments are not buffered");
         }
     }
 

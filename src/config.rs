@@ -1,10 +1,13 @@
 //! Typed settings: defaults + optional YAML file + `EDGE_GATEWAY__SECTION__KEY` environment
 //! overrides, validated once at load into [`Settings`] so the rest of the code never re-checks.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use crate::upstream::{RawUpstream, UpstreamConfigError, UpstreamSettings};
 
 /// Environment variable prefix for overrides (`EDGE_GATEWAY__SERVER__LISTEN=...`).
 pub const ENV_PREFIX: &str = "EDGE_GATEWAY";
@@ -23,6 +26,8 @@ pub enum ConfigError {
     Parse(config::ConfigError),
     #[error("configuration key {key}: {message}")]
     Invalid { key: &'static str, message: String },
+    #[error(transparent)]
+    Upstream(#[from] UpstreamConfigError),
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
@@ -40,6 +45,7 @@ struct RawSettings {
     model: RawModel,
     engine: RawEngine,
     cache: RawCache,
+    upstreams: BTreeMap<String, RawUpstream>,
     logging: RawLogging,
 }
 
@@ -122,6 +128,10 @@ cache:
   idle_secs: 900
   pinned_system_prompts: []
   optimized_graph_dir: ".cache/ort-optimized"
+upstreams:
+  cloud:
+    base_url: "http://127.0.0.1:9000/v1"
+    api_key_env: EDGE_GATEWAY_CLOUD_API_KEY
 logging:
   format: text
   level: info
@@ -135,6 +145,8 @@ pub struct Settings {
     pub model: ModelSettings,
     pub engine: EngineSettings,
     pub cache: CacheSettings,
+    /// Named cloud upstreams, in name order.
+    pub upstreams: Vec<UpstreamSettings>,
     pub logging: LoggingSettings,
 }
 
@@ -302,6 +314,7 @@ impl RawSettings {
                 message: format!("entry {i} is empty"),
             });
         }
+        let upstreams = crate::upstream::validate_upstreams(self.upstreams)?;
         let format = match self.logging.format.as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -359,6 +372,7 @@ impl RawSettings {
                     .filter(|d| !d.is_empty())
                     .map(PathBuf::from),
             },
+            upstreams,
             logging: LoggingSettings {
                 format,
                 level: self.logging.level,
@@ -434,6 +448,25 @@ mod tests {
         let s = Settings::load_with_env(Some(&f.0), false).expect("valid");
         assert_eq!(s.engine.max_queue, 3);
         assert_eq!(s.logging.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn default_cloud_upstream_url_is_overridable() {
+        let f = write_temp("upstreams:\n  cloud:\n    base_url: \"http://10.0.0.5:8000/v1\"\n");
+        let s = Settings::load_with_env(Some(&f.0), false).expect("valid");
+        assert_eq!(s.upstreams.len(), 1);
+        assert_eq!(s.upstreams[0].name, "cloud");
+        assert_eq!(s.upstreams[0].base_url.as_str(), "http://10.0.0.5:8000/v1");
+    }
+
+    #[test]
+    fn bad_upstream_url_names_the_key() {
+        let f = write_temp("upstreams:\n  cloud:\n    base_url: \"ftp://x\"\n");
+        let err = Settings::load_with_env(Some(&f.0), false).expect_err("must fail");
+        assert!(
+            err.to_string().contains("upstreams.cloud.base_url"),
+            "{err}"
+        );
     }
 
     #[test]

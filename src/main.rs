@@ -82,7 +82,11 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)
         .context("metrics recorder")?;
     let settings = Arc::new(settings);
-    let state = web::Data::new(AppState::new(Arc::clone(&settings), handle));
+    let state = web::Data::new(AppState::new(Arc::clone(&settings), handle)?);
+    for (name, client) in &state.upstreams {
+        let s = client.settings();
+        tracing::info!(upstream = %name, base_url = %s.base_url, key = s.api_key.is_some(), "cloud upstream configured");
+    }
 
     let options = EngineOptions::from_settings(&settings);
     let loader_state = state.clone();

@@ -35,6 +35,15 @@ pub enum ApiError {
     /// Unexpected server-side failure; the message is already sanitized for clients.
     #[error("{0}")]
     Internal(String),
+    /// A cloud upstream failed; already mapped to a client-facing status and message.
+    #[error("{}", .0.message)]
+    Upstream(crate::upstream::ClientError),
+}
+
+impl From<crate::upstream::UpstreamError> for ApiError {
+    fn from(e: crate::upstream::UpstreamError) -> Self {
+        ApiError::Upstream(e.to_client())
+    }
 }
 
 #[derive(Serialize)]
@@ -103,6 +112,7 @@ impl ApiError {
                 ("invalid_request_error", None, Some("method_not_allowed"))
             }
             ApiError::Internal(_) => ("server_error", None, Some("internal_error")),
+            ApiError::Upstream(c) => (c.kind, c.param.as_deref(), Some(c.code.as_str())),
         };
         ErrorDetail {
             message: self.to_string(),
@@ -141,6 +151,9 @@ impl ResponseError for ApiError {
             ApiError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Upstream(c) => {
+                StatusCode::from_u16(c.status).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
         }
     }
 

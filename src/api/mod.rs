@@ -11,6 +11,7 @@ pub mod sse;
 pub mod types;
 pub mod validate;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -18,6 +19,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::config::Settings;
 use crate::engine::Engine;
+use crate::upstream::{UpstreamClient, UpstreamConfigError};
 use error::ApiError;
 
 /// State shared by all handlers. The engine is set once it has loaded, so the HTTP server (and
@@ -25,23 +27,34 @@ use error::ApiError;
 pub struct AppState {
     engine: OnceLock<Arc<Engine>>,
     pub settings: Arc<Settings>,
+    /// Cloud upstream clients by name (connection pools and circuit breakers live here).
+    pub upstreams: BTreeMap<String, UpstreamClient>,
     pub metrics: PrometheusHandle,
     pub execution_provider: &'static str,
     pub started_unix: u64,
 }
 
 impl AppState {
-    /// State with no engine yet.
-    pub fn new(settings: Arc<Settings>, metrics: PrometheusHandle) -> Self {
-        Self {
+    /// State with no engine yet; builds the upstream clients.
+    pub fn new(
+        settings: Arc<Settings>,
+        metrics: PrometheusHandle,
+    ) -> Result<Self, UpstreamConfigError> {
+        let upstreams = settings
+            .upstreams
+            .iter()
+            .map(|u| Ok((u.name.clone(), UpstreamClient::new(u.clone())?)))
+            .collect::<Result<_, UpstreamConfigError>>()?;
+        Ok(Self {
             engine: OnceLock::new(),
             settings,
+            upstreams,
             metrics,
             execution_provider: "cpu",
             started_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
-        }
+        })
     }
 
     /// Publishes the loaded engine; later calls are ignored.

@@ -67,6 +67,7 @@ pub fn install() -> Result<PrometheusHandle, String> {
         .map_err(|e| e.to_string())?;
     let handle = builder.install_recorder().map_err(|e| e.to_string())?;
     describe();
+    crate::upstream::metrics_names::describe();
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 

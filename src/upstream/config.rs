@@ -209,7 +209,7 @@ impl RawUpstream {
         let base_url = parse_base_url(&self.base_url).map_err(|m| err("base_url", m))?;
         let api_key = match &self.api_key_env {
             None => None,
-            Some(var) => Some(read_key(var, &env).map_err(|m| err("api_key_env", m))?),
+            Some(var) => read_key(var, &env).map_err(|m| err("api_key_env", m))?,
         };
         for (from, to) in &self.model_map {
             if from.trim().is_empty() || to.trim().is_empty() {
@@ -309,12 +309,15 @@ fn parse_base_url(raw: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-fn read_key(var: &str, env: &impl Fn(&str) -> Option<String>) -> Result<ApiKey, String> {
+/// Reads the key from `var`. An unset variable means "no key" (local OpenAI-compatible servers
+/// usually need none, and the default config names a variable so operators only have to set
+/// it); a variable that is set but empty or malformed is a configuration error.
+fn read_key(var: &str, env: &impl Fn(&str) -> Option<String>) -> Result<Option<ApiKey>, String> {
     if var.trim().is_empty() {
         return Err("must name an environment variable when set".into());
     }
     let Some(key) = env(var) else {
-        return Err(format!("environment variable {var} is not set"));
+        return Ok(None);
     };
     let key = key.trim();
     if key.is_empty() {
@@ -326,7 +329,7 @@ fn read_key(var: &str, env: &impl Fn(&str) -> Option<String>) -> Result<ApiKey, 
             "environment variable {var} holds characters not allowed in an HTTP header"
         ));
     }
-    Ok(ApiKey::new(key))
+    Ok(Some(ApiKey::new(key)))
 }
 
 #[cfg(test)]
@@ -428,12 +431,20 @@ mod tests {
     }
 
     #[test]
-    fn missing_key_variable_is_an_error_naming_it() {
-        let err = raw("base_url: http://h/v1\napi_key_env: NOPE\n")
+    fn unset_key_variable_means_no_key() {
+        let s = raw("base_url: http://h/v1\napi_key_env: NOPE\n")
             .validate_with_env("cloud", env)
-            .expect_err("unset");
+            .expect("unset variable is allowed");
+        assert!(s.api_key.is_none());
+    }
+
+    #[test]
+    fn empty_key_variable_is_an_error_naming_it() {
+        let err = raw("base_url: http://h/v1\napi_key_env: EMPTY\n")
+            .validate_with_env("cloud", |v| (v == "EMPTY").then(String::new))
+            .expect_err("empty");
         assert_eq!(err.key, "upstreams.cloud.api_key_env");
-        assert!(err.message.contains("NOPE"));
+        assert!(err.message.contains("EMPTY"));
     }
 
     #[test]

@@ -4,8 +4,11 @@
 //! benches exercise the same code paths as production.
 
 pub mod api;
+pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod engine;
+pub mod review;
+pub mod routing;
 pub mod telemetry;
 pub mod upstream;

@@ -28,6 +28,8 @@ pub enum ConfigError {
     Invalid { key: &'static str, message: String },
     #[error(transparent)]
     Upstream(#[from] UpstreamConfigError),
+    #[error(transparent)]
+    Routing(#[from] crate::routing::RoutingConfigError),
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
@@ -46,6 +48,9 @@ struct RawSettings {
     engine: RawEngine,
     cache: RawCache,
     upstreams: BTreeMap<String, RawUpstream>,
+    #[serde(default)]
+    routing: crate::routing::RawRouting,
+    review: RawReview,
     logging: RawLogging,
 }
 
@@ -98,6 +103,12 @@ struct RawCache {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawReview {
+    db_path: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawLogging {
     format: String,
     level: String,
@@ -132,6 +143,8 @@ upstreams:
   cloud:
     base_url: "http://127.0.0.1:9000/v1"
     api_key_env: EDGE_GATEWAY_CLOUD_API_KEY
+review:
+  db_path: "data/reviews.db"
 logging:
   format: text
   level: info
@@ -147,6 +160,10 @@ pub struct Settings {
     pub cache: CacheSettings,
     /// Named cloud upstreams, in name order.
     pub upstreams: Vec<UpstreamSettings>,
+    /// Policy file and hot-reload interval.
+    pub routing: crate::routing::RoutingSettings,
+    /// SQLite file holding requests routed to human review.
+    pub review_db_path: PathBuf,
     pub logging: LoggingSettings,
 }
 
@@ -214,6 +231,11 @@ pub struct LoggingSettings {
 }
 
 impl Settings {
+    /// Names of the configured cloud upstreams (what policies may route to).
+    pub fn upstream_names(&self) -> Vec<String> {
+        self.upstreams.iter().map(|u| u.name.clone()).collect()
+    }
+
     /// Loads defaults, then `file` (if any), then the environment, and validates the result.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         Self::load_with_env(file, true)
@@ -315,6 +337,13 @@ impl RawSettings {
             });
         }
         let upstreams = crate::upstream::validate_upstreams(self.upstreams)?;
+        let routing = self.routing.validate()?;
+        if self.review.db_path.trim().is_empty() || self.review.db_path == ":memory:" {
+            return Err(invalid(
+                "review.db_path",
+                "must name a file (reviews must survive restarts)",
+            ));
+        }
         let format = match self.logging.format.as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -373,6 +402,8 @@ impl RawSettings {
                     .map(PathBuf::from),
             },
             upstreams,
+            routing,
+            review_db_path: PathBuf::from(self.review.db_path),
             logging: LoggingSettings {
                 format,
                 level: self.logging.level,

@@ -13,6 +13,8 @@ use edge_gateway::api::{configure_app, AppState};
 use edge_gateway::config::Settings;
 use edge_gateway::engine::package::ModelPackage;
 use edge_gateway::engine::{runtime, Engine, EngineOptions};
+use edge_gateway::review::ReviewStore;
+use edge_gateway::routing::{self, PolicySet, PolicyStore, SignalExtractor};
 use edge_gateway::telemetry::{logging, metrics};
 
 #[derive(Parser)]
@@ -37,8 +39,24 @@ enum Command {
         #[arg(long)]
         model: Option<PathBuf>,
     },
-    /// Validate the configuration and exit.
+    /// Validate the configuration (and the routing policy it names) and exit.
     CheckConfig {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Routing policy tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Run the YAML test cases in DIR/tests against the policies in DIR; non-zero exit on a mismatch.
+    Test {
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -55,10 +73,28 @@ fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::CheckConfig { config } => {
             let settings = Settings::load(config.as_deref())?;
+            let policy = PolicySet::load(&settings.routing.policy, &settings.upstream_names())?;
+            for warning in &policy.warnings {
+                println!("warning: {warning}");
+            }
             println!(
-                "configuration OK: listen {}, model {}",
+                "configuration OK: listen {}, model {}, policy {} (version {})",
                 settings.server.listen,
-                settings.model.path.display()
+                settings.model.path.display(),
+                settings.routing.policy.display(),
+                policy.version
+            );
+            Ok(())
+        }
+        Command::Policy {
+            command: PolicyCommand::Test { dir, config },
+        } => {
+            let settings = Settings::load(config.as_deref())?;
+            let report = routing::run_policy_tests(&dir, &settings.upstream_names())?;
+            anyhow::ensure!(
+                report.success(),
+                "{} policy test case(s) failed",
+                report.failed
             );
             Ok(())
         }
@@ -81,8 +117,28 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
     let handle = metrics::install()
         .map_err(anyhow::Error::msg)
         .context("metrics recorder")?;
+    let policy = Arc::new(PolicyStore::load(
+        &settings.routing.policy,
+        &settings.upstream_names(),
+    )?);
+    for warning in &policy.current().warnings {
+        tracing::warn!(%warning, "routing policy warning");
+    }
+    tracing::info!(policy = %settings.routing.policy.display(), version = %policy.version(), "routing policy loaded");
+    // Kept alive for the life of the server; dropping it stops the watcher.
+    let _policy_watcher = settings
+        .routing
+        .reload_interval
+        .map(|i| policy.watch(i))
+        .transpose()?;
     let settings = Arc::new(settings);
-    let state = web::Data::new(AppState::new(Arc::clone(&settings), handle)?);
+    let state = web::Data::new(AppState::new(
+        Arc::clone(&settings),
+        handle,
+        policy,
+        SignalExtractor::new()?,
+        Arc::new(ReviewStore::open(&settings.review_db_path)?),
+    )?);
     for (name, client) in &state.upstreams {
         let s = client.settings();
         tracing::info!(upstream = %name, base_url = %s.base_url, key = s.api_key.is_some(), "cloud upstream configured");

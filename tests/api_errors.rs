@@ -97,18 +97,36 @@ async fn error_cases_return_openai_shape_and_status() {
     assert_eq!(s, 400);
     assert_openai_error(&b, Some("n"));
 
-    let (s, b) = gw.post_json(chat, &json!({"model": id, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100000})).await;
+    // Restricted data is never escalated: over the edge context it is a 400, not a cloud call.
+    let restricted = |body: Value| {
+        gw.client
+            .post(gw.url(chat))
+            .header("x-data-classification", "restricted")
+            .json(&body)
+            .send()
+    };
+    let r = restricted(
+        json!({"model": id, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100000}),
+    )
+    .await
+    .expect("request");
+    let s = r.status().as_u16();
+    let b: Value = r.json().await.expect("json");
     assert_eq!(s, 400);
     assert_openai_error(&b, None);
     assert_eq!(b["error"]["code"], "context_length_exceeded");
 
     let long_prompt = "word ".repeat(700);
-    let (s, b) = gw
-        .post_json(
-            "/v1/completions",
-            &json!({"model": id, "prompt": long_prompt, "max_tokens": 1}),
-        )
-        .await;
+    let r = gw
+        .client
+        .post(gw.url("/v1/completions"))
+        .header("x-data-classification", "restricted")
+        .json(&json!({"model": id, "prompt": long_prompt, "max_tokens": 1}))
+        .send()
+        .await
+        .expect("request");
+    let s = r.status().as_u16();
+    let b: Value = r.json().await.expect("json");
     assert_eq!(s, 400, "{b}");
     assert_eq!(b["error"]["code"], "context_length_exceeded");
 

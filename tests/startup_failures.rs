@@ -20,7 +20,14 @@ fn run_gateway(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
         .args(args)
         .env("EDGE_GATEWAY__SERVER__LISTEN", "127.0.0.1:0")
         // Broken copies live in temp dirs; keep their optimized graphs out of the repo cache.
-        .env("EDGE_GATEWAY__CACHE__OPTIMIZED_GRAPH_DIR", "");
+        .env("EDGE_GATEWAY__CACHE__OPTIMIZED_GRAPH_DIR", "")
+        .env(
+            "EDGE_GATEWAY__REVIEW__DB_PATH",
+            std::env::temp_dir().join(format!(
+                "edge-gateway-startup-{}/reviews.db",
+                uuid::Uuid::new_v4()
+            )),
+        );
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -15,10 +15,10 @@ pub async fn chat_completions(
 ) -> HttpResponse {
     let spec = read_json::<ChatCompletionRequest>(payload, state.settings.server.max_body_bytes)
         .await
-        .and_then(|body| chat_spec(body, &state.settings.engine))
+        .and_then(|(body, raw)| chat_spec(body, raw, &state.settings.engine))
         .map(|mut spec| {
             apply_cache_header(&mut spec, req.headers());
             spec
         });
-    serve(state, spec, Surface::Chat).await
+    serve(state, req, spec, Surface::Chat).await
 }

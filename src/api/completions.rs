@@ -15,10 +15,10 @@ pub async fn completions(
 ) -> HttpResponse {
     let spec = read_json::<CompletionRequest>(payload, state.settings.server.max_body_bytes)
         .await
-        .and_then(|body| completion_spec(body, &state.settings.engine))
+        .and_then(|(body, raw)| completion_spec(body, raw, &state.settings.engine))
         .map(|mut spec| {
             apply_cache_header(&mut spec, req.headers());
             spec
         });
-    serve(state, spec, Surface::Completion).await
+    serve(state, req, spec, Surface::Completion).await
 }

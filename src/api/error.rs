@@ -35,9 +35,27 @@ pub enum ApiError {
     /// Unexpected server-side failure; the message is already sanitized for clients.
     #[error("{0}")]
     Internal(String),
+    /// The routing policy rejected the request.
+    #[error("{message}")]
+    PolicyRejected { rule_id: String, message: String },
+    /// No allowed route can serve the request right now (e.g. restricted data, edge down).
+    #[error("{0}")]
+    RouteUnavailable(String),
+    /// The review store failed or the review was not found; message already client-safe.
+    #[error("{}", .0.openai_parts().3)]
+    Review(crate::review::ReviewError),
     /// A cloud upstream failed; already mapped to a client-facing status and message.
     #[error("{}", .0.message)]
     Upstream(crate::upstream::ClientError),
+}
+
+impl From<crate::review::ReviewError> for ApiError {
+    fn from(e: crate::review::ReviewError) -> Self {
+        if e.openai_parts().0 >= 500 {
+            tracing::error!(error = %e, "review store failed");
+        }
+        ApiError::Review(e)
+    }
 }
 
 impl From<crate::upstream::UpstreamError> for ApiError {
@@ -113,6 +131,14 @@ impl ApiError {
             }
             ApiError::Internal(_) => ("server_error", None, Some("internal_error")),
             ApiError::Upstream(c) => (c.kind, c.param.as_deref(), Some(c.code.as_str())),
+            ApiError::PolicyRejected { .. } => {
+                ("invalid_request_error", None, Some("policy_rejected"))
+            }
+            ApiError::RouteUnavailable(_) => ("server_error", None, Some("route_unavailable")),
+            ApiError::Review(e) => {
+                let (_, kind, code, _, _) = e.openai_parts();
+                (kind, None, Some(code))
+            }
         };
         ErrorDetail {
             message: self.to_string(),
@@ -133,6 +159,9 @@ impl ApiError {
             ApiError::QueueFull { retry_after_secs } | ApiError::NotReady { retry_after_secs } => {
                 Some(*retry_after_secs)
             }
+            ApiError::Upstream(c) => c.retry_after_secs,
+            ApiError::RouteUnavailable(_) => Some(5),
+            ApiError::Review(e) => e.openai_parts().4,
             _ => None,
         }
     }
@@ -154,6 +183,10 @@ impl ResponseError for ApiError {
             ApiError::Upstream(c) => {
                 StatusCode::from_u16(c.status).unwrap_or(StatusCode::BAD_GATEWAY)
             }
+            ApiError::PolicyRejected { .. } => StatusCode::FORBIDDEN,
+            ApiError::RouteUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Review(e) => StatusCode::from_u16(e.openai_parts().0)
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         }
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse, ResponseError};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
@@ -33,7 +33,7 @@ pub enum Surface {
 }
 
 impl Surface {
-    fn endpoint(self) -> &'static str {
+    pub(super) fn endpoint(self) -> &'static str {
         match self {
             Surface::Chat => "chat_completions",
             Surface::Completion => "completions",
@@ -82,12 +82,13 @@ impl Drop for RequestGuard {
 /// Serves a validated spec; errors are recorded on the guard and returned in OpenAI shape.
 pub async fn serve(
     state: web::Data<AppState>,
+    req: HttpRequest,
     spec: Result<GenerationSpec, ApiError>,
     surface: Surface,
 ) -> HttpResponse {
     let mut guard = RequestGuard::new(surface.endpoint());
     let result = match spec {
-        Ok(spec) => run(&state, spec, surface, guard).await,
+        Ok(spec) => super::routing::dispatch(&state, req.headers(), spec, surface, guard).await,
         Err(e) => Err((e, guard)),
     };
     match result {
@@ -103,16 +104,16 @@ pub async fn serve(
     }
 }
 
-async fn run(
+/// Runs a prepared request on the local engine (the `edge` route).
+pub(super) async fn run_edge(
     state: &AppState,
-    spec: GenerationSpec,
+    prepared: Prepared,
     surface: Surface,
     guard: RequestGuard,
 ) -> Result<HttpResponse, (ApiError, RequestGuard)> {
-    let prepared = match prepare(state, spec).await {
-        Ok(p) => p,
-        Err(e) => return Err((e, guard)),
-    };
+    if let Err(e) = check_context(&prepared) {
+        return Err((e, guard));
+    }
     let (tx, rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
     let request = GenerationRequest {
         prompt_ids: prepared.prompt_ids.clone(),
@@ -148,17 +149,21 @@ async fn run(
     }
 }
 
-struct Prepared {
-    engine: Arc<Engine>,
-    model: String,
-    prompt_ids: Vec<u32>,
-    params: GenerationParams,
+/// A tokenized request, ready for routing and then the edge.
+pub(super) struct Prepared {
+    pub engine: Arc<Engine>,
+    pub model: String,
+    pub prompt_ids: Vec<u32>,
+    pub params: GenerationParams,
     stream: bool,
     include_usage: bool,
     return_token_ids: bool,
 }
 
-async fn prepare(state: &AppState, spec: GenerationSpec) -> Result<Prepared, ApiError> {
+/// Checks the model, renders and tokenizes the prompt (on the blocking pool) and resolves
+/// `max_tokens`; the context-length check is left to the edge route, since the routing policy
+/// may send an over-long request to the cloud instead.
+pub(super) async fn prepare(state: &AppState, spec: GenerationSpec) -> Result<Prepared, ApiError> {
     let engine = state.engine()?;
     if spec.model != engine.package().id {
         return Err(ApiError::ModelNotFound(spec.model));
@@ -194,12 +199,6 @@ async fn prepare(state: &AppState, spec: GenerationSpec) -> Result<Prepared, Api
             .default_max_tokens
             .min(context.saturating_sub(prompt_len)),
     };
-    if prompt_len >= context || max_tokens == 0 || prompt_len.saturating_add(max_tokens) > context {
-        return Err(ApiError::ContextLengthExceeded(format!(
-            "This model's maximum context length is {context} tokens. However, you requested {} tokens ({prompt_len} in the prompt, {max_tokens} for the completion). Please reduce the prompt or max_tokens.",
-            prompt_len.saturating_add(max_tokens)
-        )));
-    }
     Ok(Prepared {
         model: engine.package().id.clone(),
         engine,
@@ -216,6 +215,20 @@ async fn prepare(state: &AppState, spec: GenerationSpec) -> Result<Prepared, Api
         include_usage: spec.include_usage,
         return_token_ids: spec.return_token_ids,
     })
+}
+
+/// Prompt plus completion must fit the edge model's context window.
+fn check_context(p: &Prepared) -> Result<(), ApiError> {
+    let context = p.engine.context_length();
+    let prompt_len = p.prompt_ids.len();
+    let max_tokens = p.params.max_tokens;
+    if prompt_len >= context || max_tokens == 0 || prompt_len.saturating_add(max_tokens) > context {
+        return Err(ApiError::ContextLengthExceeded(format!(
+            "This model's maximum context length is {context} tokens. However, you requested {} tokens ({prompt_len} in the prompt, {max_tokens} for the completion). Please reduce the prompt or max_tokens.",
+            prompt_len.saturating_add(max_tokens)
+        )));
+    }
+    Ok(())
 }
 
 /// Identity of one response, shared by every chunk.

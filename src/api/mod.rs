@@ -7,6 +7,7 @@ pub mod error;
 pub mod generation;
 pub mod health;
 pub mod models;
+pub mod routing;
 pub mod sse;
 pub mod types;
 pub mod validate;
@@ -19,6 +20,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::config::Settings;
 use crate::engine::Engine;
+use crate::review::ReviewStore;
+use crate::routing::{PolicyStore, SignalExtractor};
 use crate::upstream::{UpstreamClient, UpstreamConfigError};
 use error::ApiError;
 
@@ -29,6 +32,12 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Cloud upstream clients by name (connection pools and circuit breakers live here).
     pub upstreams: BTreeMap<String, UpstreamClient>,
+    /// The active routing policy (hot-reloadable).
+    pub policy: Arc<PolicyStore>,
+    /// Reads routing signals from metadata, headers and prompt text.
+    pub signals: SignalExtractor,
+    /// Durable queue of requests held for human review.
+    pub reviews: Arc<ReviewStore>,
     pub metrics: PrometheusHandle,
     pub execution_provider: &'static str,
     pub started_unix: u64,
@@ -39,6 +48,9 @@ impl AppState {
     pub fn new(
         settings: Arc<Settings>,
         metrics: PrometheusHandle,
+        policy: Arc<PolicyStore>,
+        signals: SignalExtractor,
+        reviews: Arc<ReviewStore>,
     ) -> Result<Self, UpstreamConfigError> {
         let upstreams = settings
             .upstreams
@@ -49,6 +61,9 @@ impl AppState {
             engine: OnceLock::new(),
             settings,
             upstreams,
+            policy,
+            signals,
+            reviews,
             metrics,
             execution_provider: "cpu",
             started_unix: std::time::SystemTime::now()
@@ -81,7 +96,9 @@ pub fn configure_app(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
                 .route("/chat/completions", web::post().to(chat::chat_completions))
                 .route("/completions", web::post().to(completions::completions))
                 .route("/models", web::get().to(models::list))
-                .route("/models/{id}", web::get().to(models::retrieve)),
+                .route("/models/{id}", web::get().to(models::retrieve))
+                .route("/route/explain", web::post().to(routing::explain))
+                .route("/reviews/{id}", web::get().to(routing::review_status)),
         )
         .default_service(web::to(not_found));
 }

@@ -31,6 +31,12 @@ pub struct GenerationSpec {
     pub return_token_ids: bool,
     /// False when the request opted out of the prefix cache.
     pub use_cache: bool,
+    /// The body's `metadata` object (routing signals may come from it).
+    pub metadata: Option<serde_json::Value>,
+    /// User-authored text, for the built-in risk and complexity scorers.
+    pub user_text: Vec<String>,
+    /// The request body as received, relayed unchanged when the request goes to the cloud.
+    pub raw: serde_json::Value,
 }
 
 /// Header that lets a caller opt out of the prefix cache (`off`, `false` or `no-store`).
@@ -83,7 +89,7 @@ impl WithSampling for CompletionRequest {
 pub async fn read_json<T: WithSampling>(
     mut payload: web::Payload,
     limit: usize,
-) -> Result<T, ApiError> {
+) -> Result<(T, serde_json::Value), ApiError> {
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk
@@ -93,11 +99,18 @@ pub async fn read_json<T: WithSampling>(
         }
         body.extend_from_slice(&chunk);
     }
-    parse_json(&body)
+    parse_json_with_raw(&body)
 }
 
 /// Parses a request body: the surface-specific fields and the shared sampling fields.
 pub fn parse_json<T: WithSampling>(body: &[u8]) -> Result<T, ApiError> {
+    parse_json_with_raw(body).map(|(request, _)| request)
+}
+
+/// Like [`parse_json`], also returning the body as a JSON value.
+pub fn parse_json_with_raw<T: WithSampling>(
+    body: &[u8],
+) -> Result<(T, serde_json::Value), ApiError> {
     if body.is_empty() {
         return Err(ApiError::MalformedJson(
             "request body is empty; expected a JSON object".into(),
@@ -113,7 +126,7 @@ pub fn parse_json<T: WithSampling>(body: &[u8]) -> Result<T, ApiError> {
     let sampling: SamplingFields = from_value(&value)?;
     let mut request: T = from_value(&value)?;
     request.set_sampling(sampling);
-    Ok(request)
+    Ok((request, value))
 }
 
 /// Deserializes with the failing field's path as the error's `param`.
@@ -139,6 +152,7 @@ fn missing_field_name(message: &str) -> Option<String> {
 /// Validates a chat request.
 pub fn chat_spec(
     req: ChatCompletionRequest,
+    raw: serde_json::Value,
     limits: &EngineSettings,
 ) -> Result<GenerationSpec, ApiError> {
     if req.messages.is_empty() {
@@ -217,6 +231,11 @@ pub fn chat_spec(
     } else {
         "max_tokens"
     };
+    let user_text = messages
+        .iter()
+        .filter(|m| m.role == "user")
+        .map(|m| m.content.clone())
+        .collect();
     common_spec(
         req.model,
         PromptInput::Chat(messages),
@@ -224,12 +243,15 @@ pub fn chat_spec(
         param,
         req.sampling,
         limits,
+        user_text,
+        raw,
     )
 }
 
 /// Validates a text-completion request.
 pub fn completion_spec(
     req: CompletionRequest,
+    raw: serde_json::Value,
     limits: &EngineSettings,
 ) -> Result<GenerationSpec, ApiError> {
     if req.echo == Some(true) {
@@ -269,6 +291,10 @@ pub fn completion_spec(
         _ => {}
     }
     let max_tokens = req.sampling.max_tokens;
+    let user_text = match &prompt {
+        PromptInput::Text(t) => vec![t.clone()],
+        PromptInput::Tokens(_) | PromptInput::Chat(_) => Vec::new(),
+    };
     common_spec(
         req.model,
         prompt,
@@ -276,9 +302,15 @@ pub fn completion_spec(
         "max_tokens",
         req.sampling,
         limits,
+        user_text,
+        raw,
     )
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "assembles the spec from both surfaces' parts"
+)]
 fn common_spec(
     model: String,
     prompt: PromptInput,
@@ -286,6 +318,8 @@ fn common_spec(
     max_tokens_param: &str,
     s: SamplingFields,
     limits: &EngineSettings,
+    user_text: Vec<String>,
+    raw: serde_json::Value,
 ) -> Result<GenerationSpec, ApiError> {
     if let Some(n) = s.n {
         if n != 1 {
@@ -407,6 +441,9 @@ fn common_spec(
         include_usage: s.stream_options.is_some_and(|o| o.include_usage),
         return_token_ids: s.return_token_ids,
         use_cache,
+        metadata: s.metadata,
+        user_text,
+        raw,
     })
 }
 
@@ -422,8 +459,8 @@ mod tests {
     }
 
     fn chat(body: &str) -> Result<GenerationSpec, ApiError> {
-        let req: ChatCompletionRequest = parse_json(body.as_bytes())?;
-        chat_spec(req, &limits())
+        let (req, raw): (ChatCompletionRequest, _) = parse_json_with_raw(body.as_bytes())?;
+        chat_spec(req, raw, &limits())
     }
 
     fn param_of(e: ApiError) -> String {

@@ -68,6 +68,13 @@ pub fn install() -> Result<PrometheusHandle, String> {
     let handle = builder.install_recorder().map_err(|e| e.to_string())?;
     describe();
     crate::upstream::metrics_names::describe();
+    crate::routing::metrics_names::describe();
+    crate::review::metrics_names::describe();
+    describe_counter!(
+        crate::api::routing::FALLBACKS_TOTAL,
+        Unit::Count,
+        "Routing fallbacks taken, by failed route and reason"
+    );
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 

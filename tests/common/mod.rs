@@ -60,6 +60,10 @@ impl Gateway {
             .env("EDGE_GATEWAY__SERVER__LISTEN", format!("127.0.0.1:{port}"))
             .env("EDGE_GATEWAY__LOGGING__LEVEL", "warn")
             .env("EDGE_GATEWAY__RUNTIME__INTRA_THREADS", "1")
+            .env(
+                "EDGE_GATEWAY__REVIEW__DB_PATH",
+                std::env::temp_dir().join(format!("edge-gateway-test-{port}/reviews.db")),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         for (k, v) in env {

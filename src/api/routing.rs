@@ -1,0 +1,275 @@
+//! HTTP glue of the routing policy: reads a request's signals, asks the policy for a decision
+//! and carries it out — the local engine, a cloud upstream (relayed as is), the human-review
+//! queue, or a rejection — plus `POST /v1/route/explain`, which shows the decision without
+//! running anything.
+
+use std::sync::Arc;
+
+use actix_web::http::header::HeaderMap;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::generation::{prepare, run_edge, Prepared, RequestGuard, Surface};
+use super::types::ChatCompletionRequest;
+use super::validate::{chat_spec, read_json, GenerationSpec};
+use super::{sse, AppState};
+use crate::review::NewReview;
+use crate::routing::{
+    metrics_names as routing_metrics, Decision, EdgeHealth, RejectKind, Route, Signals,
+    UpstreamCircuit,
+};
+use crate::upstream::{UpstreamError, UpstreamResponse};
+
+/// A request with its decision, ready to dispatch.
+struct Routed {
+    decision: Decision,
+    signals: Signals,
+    policy_version: String,
+    prepared: Prepared,
+    raw: Value,
+    stream: bool,
+}
+
+/// Signals → decision for one request. Tokenizes on the blocking pool (the token estimate is
+/// exact), never runs inference.
+async fn decide(
+    state: &AppState,
+    headers: &HeaderMap,
+    spec: GenerationSpec,
+) -> Result<Routed, ApiError> {
+    let user_text: Vec<&str> = spec.user_text.iter().map(String::as_str).collect();
+    let scores = state
+        .signals
+        .extract(spec.metadata.as_ref(), headers, &user_text)
+        .map_err(|e| ApiError::invalid(e.param, e.message))?;
+    let raw = spec.raw.clone();
+    let stream = spec.stream;
+    let requested_max = spec
+        .max_tokens
+        .unwrap_or(state.settings.engine.default_max_tokens);
+    let model = spec.model.clone();
+    let prepared = prepare(state, spec).await?;
+    let engine = &prepared.engine;
+    let estimated = prepared.prompt_ids.len().saturating_add(requested_max);
+    let edge = EdgeHealth {
+        // A full queue is not "unavailable": it answers 429 unless a rule sheds on queue_depth.
+        available: engine.is_ready(),
+        queue_depth: engine.queue_depth() as u64,
+        // Measured memory pressure arrives with admission control (issue 5).
+        memory_pressure: 0.0,
+        context_limit: engine.context_length() as u64,
+    };
+    let mut signals = Signals::new(&scores, estimated as u64, model, edge);
+    signals.upstreams = state
+        .upstreams
+        .iter()
+        .map(|(name, client)| UpstreamCircuit {
+            name: Arc::from(name.as_str()),
+            state: client.circuit_state(),
+        })
+        .collect();
+    let policy = state.policy.current();
+    let decision = policy.decide(&signals);
+    routing_metrics::record_decision(&decision);
+    // One line per decision; never prompt text.
+    tracing::info!(
+        route = %decision.route,
+        rule = %decision.rule_id,
+        reason = %decision.reason,
+        policy_version = %policy.version,
+        classification = %signals.data_classification,
+        risk = signals.risk_score,
+        complexity = signals.complexity_score,
+        estimated_tokens = signals.estimated_tokens,
+        "routing decision"
+    );
+    Ok(Routed {
+        decision,
+        signals,
+        policy_version: policy.version.clone(),
+        prepared,
+        raw,
+        stream,
+    })
+}
+
+/// Routes and serves one chat or completion request.
+pub(super) async fn dispatch(
+    state: &AppState,
+    headers: &HeaderMap,
+    spec: GenerationSpec,
+    surface: Surface,
+    guard: RequestGuard,
+) -> Result<HttpResponse, (ApiError, RequestGuard)> {
+    let routed = match decide(state, headers, spec).await {
+        Ok(r) => r,
+        Err(e) => return Err((e, guard)),
+    };
+    // Restricted data never has cloud targets here: the policy's guard removed them.
+    let targets: Vec<Route> = std::iter::once(routed.decision.route.clone())
+        .chain(routed.decision.fallbacks.iter().cloned())
+        .collect();
+    let mut last_error = None;
+    for target in targets {
+        match target {
+            Route::Edge => return run_edge(state, routed.prepared, surface, guard).await,
+            Route::Cloud(name) => {
+                match relay(state, &name, &routed.raw, routed.stream, surface).await {
+                    Ok(response) => return Ok(response),
+                    Err(e) => {
+                        tracing::warn!(upstream = %name, error = %e, "cloud route failed; trying the policy's fallback");
+                        metrics::counter!(FALLBACKS_TOTAL, "from" => "cloud", "reason" => e.kind())
+                            .increment(1);
+                        last_error = Some(ApiError::from(e));
+                    }
+                }
+            }
+            Route::HumanReview => {
+                return submit_review(state, &routed, surface)
+                    .await
+                    .map_err(|e| (e, guard));
+            }
+            Route::Reject(message) => {
+                return Err((reject_error(&routed.decision, &message), guard))
+            }
+        }
+    }
+    Err((
+        last_error.unwrap_or_else(|| ApiError::Internal("no route could serve the request".into())),
+        guard,
+    ))
+}
+
+/// Fallbacks taken, by the failed route and why.
+pub const FALLBACKS_TOTAL: &str = "edge_gateway_routing_fallbacks_total";
+
+fn reject_error(decision: &Decision, message: &str) -> ApiError {
+    match decision.reject_kind() {
+        Some(RejectKind::TooLongForEdge) => ApiError::ContextLengthExceeded(message.to_string()),
+        Some(RejectKind::Unavailable) => ApiError::RouteUnavailable(message.to_string()),
+        Some(RejectKind::Policy) | None => ApiError::PolicyRejected {
+            rule_id: decision.rule_id.to_string(),
+            message: message.to_string(),
+        },
+    }
+}
+
+/// Sends the request body unchanged (model mapped by the client) to upstream `name` and relays
+/// the answer; a stream is relayed chunk by chunk.
+async fn relay(
+    state: &AppState,
+    name: &str,
+    raw: &Value,
+    stream: bool,
+    surface: Surface,
+) -> Result<HttpResponse, UpstreamError> {
+    let Some(client) = state.upstreams.get(name) else {
+        // The policy compiler checks upstream names against the config, so this is a bug.
+        return Err(UpstreamError::InvalidRequest {
+            upstream: Arc::from(name),
+            param: None,
+            message: "upstream is not configured".into(),
+        });
+    };
+    let response = match surface {
+        Surface::Chat => client.chat_completions(raw.clone(), stream).await?,
+        Surface::Completion => client.completions(raw.clone(), stream).await?,
+    };
+    Ok(match response {
+        UpstreamResponse::Json { status, body, .. } => {
+            HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::OK)).json(body)
+        }
+        UpstreamResponse::Stream(s) => {
+            sse::response(s.into_sse_body().map(Ok::<_, actix_web::Error>))
+        }
+    })
+}
+
+/// Stores the request durably for a reviewer and answers 202 with the review id.
+async fn submit_review(
+    state: &AppState,
+    routed: &Routed,
+    surface: Surface,
+) -> Result<HttpResponse, ApiError> {
+    let store = Arc::clone(&state.reviews);
+    let new = NewReview {
+        endpoint: surface.endpoint().to_string(),
+        request_json: routed.raw.clone(),
+        signals_json: signals_json(&routed.signals),
+        rule_id: Some(routed.decision.rule_id.to_string()),
+    };
+    let review = web::block(move || store.submit(new))
+        .await
+        .map_err(|e| ApiError::Internal(format!("review task failed: {e}")))?
+        .map_err(ApiError::from)?;
+    Ok(HttpResponse::Accepted()
+        .insert_header(("Location", format!("/v1/reviews/{}", review.id)))
+        .json(json!({
+            "id": review.id,
+            "object": "review",
+            "state": review.state,
+            "rule_id": routed.decision.rule_id.as_ref(),
+            "message": "The request needs human review before it runs. Poll the review for its state.",
+        })))
+}
+
+fn signals_json(s: &Signals) -> Value {
+    json!({
+        "data_classification": s.data_classification.as_str(),
+        "risk_score": s.risk_score,
+        "complexity_score": s.complexity_score,
+        "estimated_tokens": s.estimated_tokens,
+        "model": s.model,
+        "edge": {
+            "available": s.edge.available,
+            "queue_depth": s.edge.queue_depth,
+            "memory_pressure": s.edge.memory_pressure,
+            "context_limit": s.edge.context_limit,
+        },
+        "upstreams": s.upstreams.iter().map(|u| (u.name.to_string(), json!(format!("{:?}", u.state).to_lowercase()))).collect::<serde_json::Map<_, _>>(),
+    })
+}
+
+/// `POST /v1/route/explain`: the decision for a chat request, without running it.
+pub async fn explain(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (body, raw) =
+        read_json::<ChatCompletionRequest>(payload, state.settings.server.max_body_bytes).await?;
+    let spec = chat_spec(body, raw, &state.settings.engine)?;
+    let routed = decide(&state, req.headers(), spec).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "object": "route.decision",
+        "route": routed.decision.route.to_string(),
+        "rule_id": routed.decision.rule_id.as_ref(),
+        "reason": routed.decision.reason.to_string(),
+        "fallbacks": routed.decision.fallbacks.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "signals": signals_json(&routed.signals),
+        "policy_version": routed.policy_version,
+    })))
+}
+
+/// `GET /v1/reviews/{id}`: state of a request held for human review.
+pub async fn review_status(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let store = Arc::clone(&state.reviews);
+    let review = web::block(move || store.get(&id))
+        .await
+        .map_err(|e| ApiError::Internal(format!("review task failed: {e}")))?
+        .map_err(ApiError::from)?;
+    Ok(HttpResponse::Ok().json(json!({
+        "id": review.id,
+        "object": "review",
+        "state": review.state,
+        "created_at": review.created_at,
+        "updated_at": review.updated_at,
+        "rule_id": review.rule_id,
+    })))
+}

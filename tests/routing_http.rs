@@ -1,0 +1,305 @@
+//! Routing through the HTTP API with a fake cloud upstream (a real HTTP server on 127.0.0.1
+//! recording every body it receives): each branch of `policies/default.yaml`, restricted data
+//! never reaching the upstream, streaming relay, human review, and the explain endpoint.
+
+#![expect(
+    clippy::expect_used,
+    reason = "tests fail loudly on unexpected responses"
+)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::{sse_data, Gateway, GENAI_MODEL};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// A minimal OpenAI-compatible upstream: answers chat completions (JSON or SSE) and records
+/// every request body.
+struct FakeCloud {
+    base: String,
+    bodies: Arc<Mutex<Vec<Value>>>,
+}
+
+impl FakeCloud {
+    async fn start() -> FakeCloud {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}/v1", listener.local_addr().expect("addr"));
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let recorded = Arc::clone(&bodies);
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let recorded = Arc::clone(&recorded);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let (head_end, length) = loop {
+                        let n = sock.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..pos]).to_lowercase();
+                            let length = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            break (pos + 4, length);
+                        }
+                    };
+                    while buf.len() < head_end + length {
+                        let n = sock.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    let body: Value = serde_json::from_slice(&buf[head_end..head_end + length])
+                        .unwrap_or(Value::Null);
+                    let stream = body["stream"] == json!(true);
+                    recorded.lock().expect("lock").push(body);
+                    let response = if stream {
+                        let events = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"cloud-model\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"from \"},\"finish_reason\":null}]}\n\n\
+                                      data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"cloud-model\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"the cloud\"},\"finish_reason\":\"stop\"}]}\n\n\
+                                      data: [DONE]\n\n";
+                        format!("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{events}", events.len())
+                    } else {
+                        let body = json!({"id": "c1", "object": "chat.completion", "created": 1, "model": "cloud-model",
+                            "choices": [{"index": 0, "message": {"role": "assistant", "content": "from the cloud"}, "finish_reason": "stop"}],
+                            "usage": {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4}})
+                        .to_string();
+                        format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len())
+                    };
+                    let _ = sock.write_all(response.as_bytes()).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        FakeCloud { base, bodies }
+    }
+
+    fn received(&self) -> Vec<Value> {
+        self.bodies.lock().expect("lock").clone()
+    }
+}
+
+async fn gateway_with_cloud(cloud: &FakeCloud) -> Gateway {
+    Gateway::start(
+        GENAI_MODEL,
+        &[("EDGE_GATEWAY__UPSTREAMS__CLOUD__BASE_URL", &cloud.base)],
+    )
+    .await
+}
+
+async fn post_with_headers(
+    gw: &Gateway,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> (u16, Value) {
+    let mut req = gw.client.post(gw.url(path)).json(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().await.expect("json"))
+}
+
+fn chat(content: &str) -> Value {
+    json!({"model": "edge-tiny-genai", "messages": [{"role": "user", "content": content}], "max_tokens": 16, "temperature": 0})
+}
+
+#[tokio::test]
+async fn default_policy_branches_route_as_written() {
+    let cloud = FakeCloud::start().await;
+    let gw = gateway_with_cloud(&cloud).await;
+
+    // Otherwise -> edge.
+    let (s, r) = post_with_headers(&gw, "/v1/chat/completions", &[], &chat("Hello!")).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["model"], "edge-tiny-genai");
+    assert!(cloud.received().is_empty());
+
+    // Complexity above 0.72 -> cloud, body relayed.
+    let (s, r) = post_with_headers(
+        &gw,
+        "/v1/chat/completions",
+        &[("x-complexity-score", "0.9")],
+        &chat("Plan the week"),
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["choices"][0]["message"]["content"], "from the cloud");
+    assert_eq!(cloud.received().len(), 1);
+    assert_eq!(
+        cloud.received()[0]["messages"][0]["content"],
+        "Plan the week"
+    );
+
+    // Over the edge context -> cloud.
+    let mut long = chat("Summarise the shift log");
+    long["max_tokens"] = json!(5000);
+    let (s, _) = post_with_headers(&gw, "/v1/chat/completions", &[], &long).await;
+    assert_eq!(s, 200);
+    assert_eq!(cloud.received().len(), 2);
+
+    // Risk >= 80 -> human review: 202 with an id that can be polled.
+    let (s, r) = post_with_headers(
+        &gw,
+        "/v1/chat/completions",
+        &[("x-risk-score", "85")],
+        &chat("Change the dosage"),
+    )
+    .await;
+    assert_eq!(s, 202, "{r}");
+    let id = r["id"].as_str().expect("review id");
+    let status: Value = gw
+        .client
+        .get(gw.url(&format!("/v1/reviews/{id}")))
+        .send()
+        .await
+        .expect("r")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(status["state"], "pending");
+    assert_eq!(
+        cloud.received().len(),
+        2,
+        "review requests must not reach the cloud"
+    );
+}
+
+#[tokio::test]
+async fn restricted_requests_never_reach_the_cloud() {
+    let cloud = FakeCloud::start().await;
+    let gw = gateway_with_cloud(&cloud).await;
+    let restricted = [
+        ("x-data-classification", "restricted"),
+        ("x-complexity-score", "0.99"),
+    ];
+    // Complex restricted request: stays on the edge.
+    let (s, r) = post_with_headers(
+        &gw,
+        "/v1/chat/completions",
+        &restricted,
+        &chat("Patient record"),
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["model"], "edge-tiny-genai");
+    // Too long for the edge: rejected, never escalated.
+    let mut long = chat("Patient record");
+    long["max_tokens"] = json!(5000);
+    let (s, r) = post_with_headers(&gw, "/v1/chat/completions", &restricted, &long).await;
+    assert_eq!(s, 400, "{r}");
+    assert_eq!(r["error"]["code"], "context_length_exceeded");
+    // Metadata says restricted too.
+    let mut meta = chat("Patient record");
+    meta["metadata"] = json!({"data_classification": "restricted", "complexity_score": "0.95"});
+    let (s, _) = post_with_headers(&gw, "/v1/chat/completions", &[], &meta).await;
+    assert_eq!(s, 200);
+    assert!(
+        cloud.received().is_empty(),
+        "restricted data reached the cloud: {:?}",
+        cloud.received()
+    );
+}
+
+#[tokio::test]
+async fn cloud_stream_is_relayed_as_sse() {
+    let cloud = FakeCloud::start().await;
+    let gw = gateway_with_cloud(&cloud).await;
+    let mut body = chat("Plan the week");
+    body["stream"] = json!(true);
+    let r = gw
+        .client
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-complexity-score", "0.9")
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.expect("body");
+    let data = sse_data(&text);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{text}");
+    let content: String = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str::<Value>(d).expect("chunk"))
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(content, "from the cloud");
+    assert_eq!(cloud.received()[0]["stream"], true);
+}
+
+#[tokio::test]
+async fn unreachable_cloud_degrades_to_edge_and_bad_signals_are_400() {
+    let gw = Gateway::start(
+        GENAI_MODEL,
+        &[(
+            "EDGE_GATEWAY__UPSTREAMS__CLOUD__BASE_URL",
+            "http://127.0.0.1:9/v1",
+        )],
+    )
+    .await;
+    // default.yaml's complexity rule falls back to the edge when the cloud fails.
+    let (s, r) = post_with_headers(
+        &gw,
+        "/v1/chat/completions",
+        &[("x-complexity-score", "0.9")],
+        &chat("Plan"),
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["model"], "edge-tiny-genai");
+    let fallbacks = gw
+        .metric("edge_gateway_routing_fallbacks_total{from=\"cloud\",reason=\"connect\"}")
+        .await;
+    assert_eq!(fallbacks, Some(1.0));
+    let (s, r) = post_with_headers(
+        &gw,
+        "/v1/chat/completions",
+        &[("x-risk-score", "high")],
+        &chat("Plan"),
+    )
+    .await;
+    assert_eq!(s, 400, "{r}");
+    assert_eq!(r["error"]["param"], "x-risk-score");
+}
+
+#[tokio::test]
+async fn explain_shows_decision_signals_and_policy_version() {
+    let gw = Gateway::start(GENAI_MODEL, &[]).await;
+    let (s, r) = post_with_headers(
+        &gw,
+        "/v1/route/explain",
+        &[("x-risk-score", "90")],
+        &chat("Change the dosage"),
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["route"], "human_review");
+    assert!(
+        r["rule_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty() && id != "default"),
+        "{r}"
+    );
+    assert_eq!(r["signals"]["risk_score"], 90.0);
+    assert!(
+        r["policy_version"].as_str().is_some_and(|v| v.len() == 12),
+        "{r}"
+    );
+    let (_, r) = post_with_headers(&gw, "/v1/route/explain", &[], &chat("Hello!")).await;
+    assert_eq!(r["route"], "edge");
+}

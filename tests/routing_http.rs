@@ -303,3 +303,79 @@ async fn explain_shows_decision_signals_and_policy_version() {
     let (_, r) = post_with_headers(&gw, "/v1/route/explain", &[], &chat("Hello!")).await;
     assert_eq!(r["route"], "edge");
 }
+
+#[tokio::test]
+async fn broken_policy_edit_keeps_the_old_policy_and_a_good_one_is_picked_up() {
+    let dir = std::env::temp_dir().join(format!("edge-gateway-policy-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let policy = dir.join("policy.yaml");
+    let original = std::fs::read_to_string(common::repo_path("policies/default.yaml"))
+        .expect("default policy");
+    std::fs::write(&policy, &original).expect("write policy");
+    let gw = Gateway::start(
+        GENAI_MODEL,
+        &[
+            (
+                "EDGE_GATEWAY__ROUTING__POLICY",
+                policy.to_str().expect("utf8"),
+            ),
+            ("EDGE_GATEWAY__ROUTING__RELOAD_INTERVAL_MS", "100"),
+        ],
+    )
+    .await;
+    let version = |r: &Value| r["policy_version"].as_str().expect("version").to_string();
+    let (_, before) = post_with_headers(&gw, "/v1/route/explain", &[], &chat("Hello!")).await;
+
+    std::fs::write(
+        &policy,
+        "rules:\n  - id: broken\n    route: {cloud: nowhere}\n",
+    )
+    .expect("break policy");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while gw
+        .metric("edge_gateway_policy_reloads_total{outcome=\"failed\"}")
+        .await
+        .unwrap_or(0.0)
+        < 1.0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "broken policy was never noticed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (_, during) = post_with_headers(&gw, "/v1/route/explain", &[], &chat("Hello!")).await;
+    assert_eq!(
+        version(&during),
+        version(&before),
+        "a broken file replaced the active policy"
+    );
+    assert_eq!(during["route"], "edge");
+
+    // A valid edit that rejects everything is applied without a restart.
+    std::fs::write(
+        &policy,
+        "rules: []\ndefault: {route: {reject: closed for maintenance}}\n",
+    )
+    .expect("new policy");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, now) = post_with_headers(&gw, "/v1/route/explain", &[], &chat("Hello!")).await;
+        if version(&now) != version(&before) {
+            assert!(
+                now["route"].as_str().is_some_and(|r| r.contains("reject")),
+                "{now}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "valid policy edit was never applied"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (s, r) = post_with_headers(&gw, "/v1/chat/completions", &[], &chat("Hello!")).await;
+    assert_eq!(s, 403, "{r}");
+    assert_eq!(r["error"]["code"], "policy_rejected");
+    let _ = std::fs::remove_dir_all(dir);
+}

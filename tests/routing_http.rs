@@ -379,3 +379,46 @@ async fn broken_policy_edit_keeps_the_old_policy_and_a_good_one_is_picked_up() {
     assert_eq!(r["error"]["code"], "policy_rejected");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn review_request_survives_kill_and_restart() {
+    let db = std::env::temp_dir().join(format!(
+        "edge-gateway-reviews-{}/reviews.db",
+        uuid::Uuid::new_v4()
+    ));
+    let db_env = db.to_str().expect("utf8").to_string();
+    let env = [("EDGE_GATEWAY__REVIEW__DB_PATH", db_env.as_str())];
+    let first = Gateway::start(GENAI_MODEL, &env).await;
+    let (s, r) = post_with_headers(
+        &first,
+        "/v1/chat/completions",
+        &[("x-risk-score", "95")],
+        &chat("Change the dosage"),
+    )
+    .await;
+    assert_eq!(s, 202, "{r}");
+    let id = r["id"].as_str().expect("id").to_string();
+    // Dropping the harness kills the process with SIGKILL: no graceful shutdown.
+    drop(first);
+    let second = Gateway::start(GENAI_MODEL, &env).await;
+    let status: Value = second
+        .client
+        .get(second.url(&format!("/v1/reviews/{id}")))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(status["state"], "pending", "{status}");
+    let missing = second
+        .client
+        .get(second.url("/v1/reviews/rev_nope"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(missing.status(), 404);
+    let body: Value = missing.json().await.expect("json");
+    assert!(body["error"]["message"].is_string());
+    let _ = std::fs::remove_dir_all(db.parent().expect("dir"));
+}

@@ -30,6 +30,8 @@ pub enum ConfigError {
     Upstream(#[from] UpstreamConfigError),
     #[error(transparent)]
     Routing(#[from] crate::routing::RoutingConfigError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthConfigError),
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
@@ -51,6 +53,8 @@ struct RawSettings {
     #[serde(default)]
     routing: crate::routing::RawRouting,
     review: RawReview,
+    #[serde(default)]
+    auth: crate::auth::RawAuth,
     logging: RawLogging,
 }
 
@@ -164,6 +168,8 @@ pub struct Settings {
     pub routing: crate::routing::RoutingSettings,
     /// SQLite file holding requests routed to human review.
     pub review_db_path: PathBuf,
+    /// API keys; empty means open mode (loopback only).
+    pub auth: crate::auth::AuthSettings,
     pub logging: LoggingSettings,
 }
 
@@ -338,6 +344,9 @@ impl RawSettings {
         }
         let upstreams = crate::upstream::validate_upstreams(self.upstreams)?;
         let routing = self.routing.validate()?;
+        let auth = self.auth.validate()?;
+        crate::auth::check_open_mode_bind(listen, !auth.keys.is_empty())
+            .map_err(|m| invalid("server.listen", m))?;
         if self.review.db_path.trim().is_empty() || self.review.db_path == ":memory:" {
             return Err(invalid(
                 "review.db_path",
@@ -404,6 +413,7 @@ impl RawSettings {
             upstreams,
             routing,
             review_db_path: PathBuf::from(self.review.db_path),
+            auth,
             logging: LoggingSettings {
                 format,
                 level: self.logging.level,

@@ -139,6 +139,11 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
         SignalExtractor::new()?,
         Arc::new(ReviewStore::open(&settings.review_db_path)?),
     )?);
+    if state.auth.is_open() {
+        tracing::warn!(listen = %settings.server.listen, "no API keys configured: running open, loopback only");
+    } else {
+        tracing::info!(keys = settings.auth.keys.len(), "API keys required on /v1");
+    }
     for (name, client) in &state.upstreams {
         let s = client.settings();
         tracing::info!(upstream = %name, base_url = %s.base_url, key = s.api_key.is_some(), "cloud upstream configured");

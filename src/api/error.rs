@@ -41,6 +41,9 @@ pub enum ApiError {
     /// No allowed route can serve the request right now (e.g. restricted data, edge down).
     #[error("{0}")]
     RouteUnavailable(String),
+    /// Missing, invalid, under-scoped or rate-limited API key.
+    #[error("{}", .0.openai_parts().3)]
+    Auth(crate::auth::AuthError),
     /// The review store failed or the review was not found; message already client-safe.
     #[error("{}", .0.openai_parts().3)]
     Review(crate::review::ReviewError),
@@ -139,6 +142,10 @@ impl ApiError {
                 let (_, kind, code, _, _) = e.openai_parts();
                 (kind, None, Some(code))
             }
+            ApiError::Auth(e) => {
+                let (_, kind, code, _, _) = e.openai_parts();
+                (kind, None, Some(code))
+            }
         };
         ErrorDetail {
             message: self.to_string(),
@@ -162,6 +169,7 @@ impl ApiError {
             ApiError::Upstream(c) => c.retry_after_secs,
             ApiError::RouteUnavailable(_) => Some(5),
             ApiError::Review(e) => e.openai_parts().4,
+            ApiError::Auth(e) => e.openai_parts().4,
             _ => None,
         }
     }
@@ -187,6 +195,9 @@ impl ResponseError for ApiError {
             ApiError::RouteUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Review(e) => StatusCode::from_u16(e.openai_parts().0)
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            ApiError::Auth(e) => {
+                StatusCode::from_u16(e.openai_parts().0).unwrap_or(StatusCode::UNAUTHORIZED)
+            }
         }
     }
 

@@ -88,7 +88,17 @@ pub async fn serve(
 ) -> HttpResponse {
     let mut guard = RequestGuard::new(surface.endpoint());
     let result = match spec {
-        Ok(spec) => super::routing::dispatch(&state, req.headers(), spec, surface, guard).await,
+        Ok(spec) => {
+            super::routing::dispatch(
+                &state,
+                req.headers(),
+                super::auth::principal_name(&req),
+                spec,
+                surface,
+                guard,
+            )
+            .await
+        }
         Err(e) => Err((e, guard)),
     };
     match result {

@@ -1,6 +1,7 @@
 //! HTTP surface only: routing, extraction, validation and mapping results to OpenAI shapes.
 //! All inference work lives in `engine`.
 
+pub mod auth;
 pub mod chat;
 pub mod completions;
 pub mod error;
@@ -18,6 +19,7 @@ use std::sync::{Arc, OnceLock};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::auth::Authenticator;
 use crate::config::Settings;
 use crate::engine::Engine;
 use crate::review::ReviewStore;
@@ -38,6 +40,8 @@ pub struct AppState {
     pub signals: SignalExtractor,
     /// Durable queue of requests held for human review.
     pub reviews: Arc<ReviewStore>,
+    /// API keys, scopes and per-key rate limits.
+    pub auth: Authenticator,
     pub metrics: PrometheusHandle,
     pub execution_provider: &'static str,
     pub started_unix: u64,
@@ -52,6 +56,7 @@ impl AppState {
         signals: SignalExtractor,
         reviews: Arc<ReviewStore>,
     ) -> Result<Self, UpstreamConfigError> {
+        let auth = Authenticator::new(settings.auth.keys.clone());
         let upstreams = settings
             .upstreams
             .iter()
@@ -64,6 +69,7 @@ impl AppState {
             policy,
             signals,
             reviews,
+            auth,
             metrics,
             execution_provider: "cpu",
             started_unix: std::time::SystemTime::now()
@@ -93,6 +99,7 @@ pub fn configure_app(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
         .route("/metrics", web::get().to(health::metrics))
         .service(
             web::scope("/v1")
+                .wrap(actix_web::middleware::from_fn(auth::require_inference))
                 .route("/chat/completions", web::post().to(chat::chat_completions))
                 .route("/completions", web::post().to(completions::completions))
                 .route("/models", web::get().to(models::list))

@@ -38,6 +38,7 @@ struct Routed {
 async fn decide(
     state: &AppState,
     headers: &HeaderMap,
+    api_key: Option<Arc<str>>,
     spec: GenerationSpec,
 ) -> Result<Routed, ApiError> {
     let user_text: Vec<&str> = spec.user_text.iter().map(String::as_str).collect();
@@ -63,6 +64,7 @@ async fn decide(
         context_limit: engine.context_length() as u64,
     };
     let mut signals = Signals::new(&scores, estimated as u64, model, edge);
+    signals.api_key = api_key;
     signals.upstreams = state
         .upstreams
         .iter()
@@ -100,11 +102,12 @@ async fn decide(
 pub(super) async fn dispatch(
     state: &AppState,
     headers: &HeaderMap,
+    api_key: Option<Arc<str>>,
     spec: GenerationSpec,
     surface: Surface,
     guard: RequestGuard,
 ) -> Result<HttpResponse, (ApiError, RequestGuard)> {
-    let routed = match decide(state, headers, spec).await {
+    let routed = match decide(state, headers, api_key, spec).await {
         Ok(r) => r,
         Err(e) => return Err((e, guard)),
     };
@@ -242,7 +245,13 @@ pub async fn explain(
     let (body, raw) =
         read_json::<ChatCompletionRequest>(payload, state.settings.server.max_body_bytes).await?;
     let spec = chat_spec(body, raw, &state.settings.engine)?;
-    let routed = decide(&state, req.headers(), spec).await?;
+    let routed = decide(
+        &state,
+        req.headers(),
+        super::auth::principal_name(&req),
+        spec,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(json!({
         "object": "route.decision",
         "route": routed.decision.route.to_string(),

@@ -70,6 +70,7 @@ pub fn install() -> Result<PrometheusHandle, String> {
     crate::upstream::metrics_names::describe();
     crate::routing::metrics_names::describe();
     crate::review::metrics_names::describe();
+    crate::auth::metrics_names::describe();
     describe_counter!(
         crate::api::routing::FALLBACKS_TOTAL,
         Unit::Count,

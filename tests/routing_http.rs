@@ -422,3 +422,101 @@ async fn review_request_survives_kill_and_restart() {
     assert!(body["error"]["message"].is_string());
     let _ = std::fs::remove_dir_all(db.parent().expect("dir"));
 }
+
+#[tokio::test]
+async fn reviewer_approves_to_edge_or_rejects_and_the_answer_is_stored() {
+    let gw = Gateway::start(GENAI_MODEL, &[]).await;
+    let hold = |content: &'static str| {
+        let gw = &gw;
+        async move {
+            let (s, r) = post_with_headers(
+                gw,
+                "/v1/chat/completions",
+                &[("x-risk-score", "90")],
+                &chat(content),
+            )
+            .await;
+            assert_eq!(s, 202, "{r}");
+            r["id"].as_str().expect("id").to_string()
+        }
+    };
+    let approved = hold("Hello!").await;
+    let rejected = hold("Change the dosage").await;
+
+    let list: Value = gw
+        .client
+        .get(gw.url("/admin/reviews?state=pending"))
+        .send()
+        .await
+        .expect("r")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(list["data"].as_array().expect("list").len(), 2);
+
+    let r = gw
+        .client
+        .post(gw.url(&format!("/admin/reviews/{approved}/approve")))
+        .json(&json!({"route": "edge", "note": "fine"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    let done: Value = r.json().await.expect("json");
+    assert_eq!(done["state"], "completed", "{done}");
+    assert!(
+        done["result_json"]["choices"][0]["message"]["content"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty()),
+        "{done}"
+    );
+    let status: Value = gw
+        .client
+        .get(gw.url(&format!("/v1/reviews/{approved}")))
+        .send()
+        .await
+        .expect("r")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(status["state"], "completed");
+    assert_eq!(status["approved_route"], "edge");
+
+    let r = gw
+        .client
+        .post(gw.url(&format!("/admin/reviews/{rejected}/reject")))
+        .json(&json!({"note": "not allowed"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    // A decided review cannot be decided again.
+    let r = gw
+        .client
+        .post(gw.url(&format!("/admin/reviews/{rejected}/approve")))
+        .json(&json!({"route": "edge"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 409);
+    let body: Value = r.json().await.expect("json");
+    assert!(body["error"]["message"].is_string());
+    // Unknown upstream and malformed bodies are OpenAI-shaped 400s.
+    let r = gw
+        .client
+        .post(gw.url(&format!("/admin/reviews/{rejected}/approve")))
+        .json(&json!({"route": "cloud:nowhere"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 400);
+    let r = gw
+        .client
+        .post(gw.url("/admin/policies/reload"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["status"], "reloaded");
+}

@@ -1,5 +1,5 @@
-//! Bearer API keys on the HTTP surface: every `/v1` request needs the `inference` scope (admin
-//! endpoints will need `admin`). The authenticated principal is stored in the request's
+//! Bearer API keys on the HTTP surface: every `/v1` request needs the `inference` scope, `/admin` needs
+//! `admin`. The authenticated principal is stored in the request's
 //! extensions so routing can use the key's name as a signal.
 
 use actix_web::body::{EitherBody, MessageBody};
@@ -18,6 +18,14 @@ pub async fn require_inference<B: MessageBody>(
     next: Next<B>,
 ) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
     require(Scope::Inference, req, next).await
+}
+
+/// Middleware for `/admin`.
+pub async fn require_admin<B: MessageBody>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    require(Scope::Admin, req, next).await
 }
 
 async fn require<B: MessageBody>(

@@ -1,6 +1,7 @@
 //! HTTP surface only: routing, extraction, validation and mapping results to OpenAI shapes.
 //! All inference work lives in `engine`.
 
+pub mod admin;
 pub mod auth;
 pub mod chat;
 pub mod completions;
@@ -94,6 +95,18 @@ impl AppState {
 /// Registers every route; used by `main` and by in-process tests.
 pub fn configure_app(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
     cfg.app_data(state)
+        // Admin bodies and queries use actix's extractors; their errors get the OpenAI shape too.
+        .app_data(
+            web::JsonConfig::default()
+                .limit(64 * 1024)
+                .error_handler(|e, _| {
+                    ApiError::MalformedJson(format!("invalid JSON body: {e}")).into()
+                }),
+        )
+        .app_data(
+            web::QueryConfig::default()
+                .error_handler(|e, _| ApiError::invalid("query", e.to_string()).into()),
+        )
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))
@@ -106,6 +119,14 @@ pub fn configure_app(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
                 .route("/models/{id}", web::get().to(models::retrieve))
                 .route("/route/explain", web::post().to(routing::explain))
                 .route("/reviews/{id}", web::get().to(routing::review_status)),
+        )
+        .service(
+            web::scope("/admin")
+                .wrap(actix_web::middleware::from_fn(auth::require_admin))
+                .route("/reviews", web::get().to(admin::list))
+                .route("/reviews/{id}/approve", web::post().to(admin::approve))
+                .route("/reviews/{id}/reject", web::post().to(admin::reject))
+                .route("/policies/reload", web::post().to(admin::reload_policy)),
         )
         .default_service(web::to(not_found));
 }

@@ -280,5 +280,7 @@ pub async fn review_status(
         "created_at": review.created_at,
         "updated_at": review.updated_at,
         "rule_id": review.rule_id,
+        "approved_route": review.approved_route.map(|r| r.to_string()),
+        "result": review.result_json,
     })))
 }

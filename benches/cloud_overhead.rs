@@ -1,0 +1,205 @@
+//! Added latency of the gateway on the cloud path: the same chat request sent at a fixed rate
+//! straight to a fast local fake upstream, and through the gateway (routed to that upstream by
+//! `x-complexity-score: 0.9`), in one run. Prints p50/p99 of both and the difference.
+//!
+//! ```text
+//! cargo build --release --bin edge-gateway
+//! cargo bench --bench cloud_overhead -- [--rates 100,1000] [--seconds 5]
+//! ```
+
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use serde_json::json;
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("cloud_overhead bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// The fake upstream: a canned chat completion, answered immediately.
+fn start_fake_upstream() -> Result<u16, String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    std::thread::spawn(move || {
+        let body = json!({"id": "c1", "object": "chat.completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+        .to_string();
+        let _ = actix_web::rt::System::new().block_on(async move {
+            HttpServer::new(move || {
+                let body = body.clone();
+                App::new().route(
+                    "/v1/chat/completions",
+                    web::post().to(move || {
+                        let body = body.clone();
+                        async move {
+                            HttpResponse::Ok()
+                                .content_type("application/json")
+                                .body(body)
+                        }
+                    }),
+                )
+            })
+            .workers(1)
+            .listen(listener)?
+            .run()
+            .await
+        });
+    });
+    Ok(port)
+}
+
+/// Sends `rate` requests per second for `seconds` (open loop) and returns sorted latencies in ms.
+async fn measure(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+    rate: u64,
+    seconds: u64,
+) -> Vec<f64> {
+    let body = json!({"model": "edge-tiny-genai", "messages": [{"role": "user", "content": "Plan the week"}], "max_tokens": 8});
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let total = rate * seconds;
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let due = start + interval * i as u32;
+        tokio::time::sleep_until(due.into()).await;
+        let mut req = client.post(url).json(&body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let ok = req
+                .send()
+                .await
+                .map(|r| r.status().is_success())
+                .unwrap_or(false);
+            (ok, t.elapsed().as_secs_f64() * 1000.0)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(tasks.len());
+    let mut failures = 0;
+    for t in tasks {
+        match t.await {
+            Ok((true, ms)) => latencies.push(ms),
+            _ => failures += 1,
+        }
+    }
+    if failures > 0 {
+        eprintln!("  {failures} failed requests at {rate} rps to {url}");
+    }
+    latencies.sort_by(f64::total_cmp);
+    latencies
+}
+
+fn run() -> Result<(), String> {
+    let mut rates = vec![100u64, 1000];
+    let mut seconds = 5u64;
+    let mut args = std::env::args().skip(1);
+    let test_mode = !std::env::args().any(|a| a == "--bench");
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--rates" => {
+                rates = args
+                    .next()
+                    .ok_or("--rates needs a value")?
+                    .split(',')
+                    .map(|r| r.parse().map_err(|e| format!("{e}")))
+                    .collect::<Result<_, String>>()?
+            }
+            "--seconds" => {
+                seconds = args
+                    .next()
+                    .ok_or("--seconds needs a value")?
+                    .parse()
+                    .map_err(|e| format!("{e}"))?
+            }
+            "--bench" => {}
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if test_mode {
+        // `cargo test --all-targets`: keep it to a smoke run.
+        rates = vec![20];
+        seconds = 1;
+    }
+    let bin = ["target/release/edge-gateway", "target/debug/edge-gateway"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).is_file())
+        .ok_or("build the gateway first: cargo build --release --bin edge-gateway")?;
+    let upstream = start_fake_upstream()?;
+    let gateway_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let review_db =
+        std::env::temp_dir().join(format!("edge-gateway-bench-{gateway_port}/reviews.db"));
+    let mut child = std::process::Command::new(bin)
+        .args(["serve"])
+        .env(
+            "EDGE_GATEWAY__SERVER__LISTEN",
+            format!("127.0.0.1:{gateway_port}"),
+        )
+        .env(
+            "EDGE_GATEWAY__UPSTREAMS__CLOUD__BASE_URL",
+            format!("http://127.0.0.1:{upstream}/v1"),
+        )
+        .env("EDGE_GATEWAY__LOGGING__LEVEL", "error")
+        .env("EDGE_GATEWAY__REVIEW__DB_PATH", &review_db)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {bin}: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let result = runtime.block_on(async {
+        let client = reqwest::Client::builder().pool_max_idle_per_host(2048).build().map_err(|e| e.to_string())?;
+        let ready = format!("http://127.0.0.1:{gateway_port}/readyz");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !client.get(&ready).send().await.is_ok_and(|r| r.status().is_success()) {
+            if Instant::now() > deadline {
+                return Err("gateway not ready".to_string());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let direct = format!("http://127.0.0.1:{upstream}/v1/chat/completions");
+        let via = format!("http://127.0.0.1:{gateway_port}/v1/chat/completions");
+        let cloud = [("x-complexity-score", "0.9")];
+        // Warm both connection pools.
+        let _ = measure(&client, &direct, &[], 50, 1).await;
+        let _ = measure(&client, &via, &cloud, 50, 1).await;
+        let mut report = Vec::new();
+        for &rate in &rates {
+            let d = measure(&client, &direct, &[], rate, seconds).await;
+            let g = measure(&client, &via, &cloud, rate, seconds).await;
+            if d.is_empty() || g.is_empty() {
+                return Err(format!("no successful requests at {rate} rps"));
+            }
+            let (d50, d99, g50, g99) = (percentile(&d, 0.5), percentile(&d, 0.99), percentile(&g, 0.5), percentile(&g, 0.99));
+            println!(
+                "{rate:>5} rps: direct p50 {d50:.3} ms p99 {d99:.3} ms | via gateway p50 {g50:.3} ms p99 {g99:.3} ms | added p50 {:.3} ms p99 {:.3} ms",
+                g50 - d50,
+                g99 - d99
+            );
+            report.push(json!({"rps": rate, "direct_p50_ms": d50, "direct_p99_ms": d99, "gateway_p50_ms": g50,
+                "gateway_p99_ms": g99, "added_p50_ms": g50 - d50, "added_p99_ms": g99 - d99}));
+        }
+        println!("{}", json!({"bench": "cloud_overhead", "results": report}));
+        Ok(())
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(review_db.parent().unwrap_or(&review_db));
+    result
+}

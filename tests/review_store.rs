@@ -339,14 +339,15 @@ fn acknowledged_reviews_survive_kill_9() {
             .unwrap_or_else(|e| panic!("acknowledged {id} lost: {e}"));
         assert_eq!(review.state, ReviewState::Pending);
     }
-    // The writer may have committed one more whose id it never got to print.
+    // The writer keeps going until the signal lands, so it may have committed more than it
+    // printed (the parent reads the pipe with a delay); none acknowledged may be missing.
     let stored = store.pending_count().expect("count");
     eprintln!(
         "writer killed after {} acknowledged submits; {stored} stored",
         acknowledged.len()
     );
     assert!(
-        stored == acknowledged.len() as u64 || stored == acknowledged.len() as u64 + 1,
+        stored >= acknowledged.len() as u64,
         "stored {stored}, acknowledged {}",
         acknowledged.len()
     );

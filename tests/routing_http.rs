@@ -470,53 +470,25 @@ async fn reviewer_approves_to_edge_or_rejects_and_the_answer_is_stored() {
             .is_some_and(|c| !c.is_empty()),
         "{done}"
     );
-    let status: Value = gw
-        .client
-        .get(gw.url(&format!("/v1/reviews/{approved}")))
-        .send()
-        .await
-        .expect("r")
-        .json()
-        .await
-        .expect("json");
+    let (_, status) = gw.get_json(&format!("/v1/reviews/{approved}")).await;
     assert_eq!(status["state"], "completed");
     assert_eq!(status["approved_route"], "edge");
 
-    let r = gw
-        .client
-        .post(gw.url(&format!("/admin/reviews/{rejected}/reject")))
-        .json(&json!({"note": "not allowed"}))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(r.status(), 200);
+    let reject = format!("/admin/reviews/{rejected}/reject");
+    let (s, _) = gw.post_json(&reject, &json!({"note": "not allowed"})).await;
+    assert_eq!(s, 200);
     // A decided review cannot be decided again.
-    let r = gw
-        .client
-        .post(gw.url(&format!("/admin/reviews/{rejected}/approve")))
-        .json(&json!({"route": "edge"}))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(r.status(), 409);
-    let body: Value = r.json().await.expect("json");
+    let approve = format!("/admin/reviews/{rejected}/approve");
+    let (s, body) = gw.post_json(&approve, &json!({"route": "edge"})).await;
+    assert_eq!(s, 409);
     assert!(body["error"]["message"].is_string());
-    // Unknown upstream and malformed bodies are OpenAI-shaped 400s.
-    let r = gw
-        .client
-        .post(gw.url(&format!("/admin/reviews/{rejected}/approve")))
-        .json(&json!({"route": "cloud:nowhere"}))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(r.status(), 400);
-    let r = gw
-        .client
-        .post(gw.url("/admin/policies/reload"))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(r.status(), 200);
-    let body: Value = r.json().await.expect("json");
+    // An unknown upstream is an OpenAI-shaped 400.
+    let (s, body) = gw
+        .post_json(&approve, &json!({"route": "cloud:nowhere"}))
+        .await;
+    assert_eq!(s, 400);
+    assert!(body["error"]["message"].is_string());
+    let (s, body) = gw.post_json("/admin/policies/reload", &json!({})).await;
+    assert_eq!(s, 200);
     assert_eq!(body["status"], "reloaded");
 }

@@ -119,6 +119,21 @@ impl Gateway {
         (status, json)
     }
 
+    /// GETs `path` and returns (status, parsed body).
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        let text = r.text().await.expect("body");
+        let json = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("non-JSON body ({status}): {text}"));
+        (status, json)
+    }
+
     /// Current value of a metric line that starts with `prefix` (name plus optional labels).
     pub async fn metric(&self, prefix: &str) -> Option<f64> {
         let text = self

@@ -18,7 +18,7 @@ use super::validate::{chat_spec, read_json, GenerationSpec};
 use super::{sse, AppState};
 use crate::review::NewReview;
 use crate::routing::{
-    metrics_names as routing_metrics, Decision, EdgeHealth, RejectKind, Route, Signals,
+    metrics_names as routing_metrics, Decision, EdgeHealth, Reason, RejectKind, Route, Signals,
     UpstreamCircuit,
 };
 use crate::upstream::{UpstreamError, UpstreamResponse};
@@ -76,6 +76,12 @@ async fn decide(
     let policy = state.policy.current();
     let decision = policy.decide(&signals);
     routing_metrics::record_decision(&decision);
+    if let Reason::Fallback { unavailable } = &decision.reason {
+        // Known unavailable before trying (open circuit, edge down): counted with the
+        // fallbacks taken after a failed attempt, so one metric shows every degradation.
+        metrics::counter!(FALLBACKS_TOTAL, "from" => unavailable.route_kind(), "reason" => unavailable.label())
+            .increment(1);
+    }
     // One line per decision; never prompt text.
     tracing::info!(
         route = %decision.route,
@@ -116,16 +122,21 @@ pub(super) async fn dispatch(
         .chain(routed.decision.fallbacks.iter().cloned())
         .collect();
     let mut last_error = None;
-    for target in targets {
+    let mut targets = targets.into_iter().peekable();
+    while let Some(target) = targets.next() {
         match target {
             Route::Edge => return run_edge(state, routed.prepared, surface, guard).await,
             Route::Cloud(name) => {
                 match relay(state, &name, &routed.raw, routed.stream, surface).await {
                     Ok(response) => return Ok(response),
                     Err(e) => {
-                        tracing::warn!(upstream = %name, error = %e, "cloud route failed; trying the policy's fallback");
-                        metrics::counter!(FALLBACKS_TOTAL, "from" => "cloud", "reason" => e.kind())
-                            .increment(1);
+                        // Only a fallback actually taken counts; without one the client gets
+                        // the upstream's failure.
+                        if targets.peek().is_some() {
+                            tracing::warn!(upstream = %name, error = %e, "cloud route failed; trying the policy's fallback");
+                            metrics::counter!(FALLBACKS_TOTAL, "from" => "cloud", "reason" => e.kind())
+                                .increment(1);
+                        }
                         last_error = Some(ApiError::from(e));
                     }
                 }

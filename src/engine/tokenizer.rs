@@ -11,6 +11,9 @@ use super::package::file_err;
 /// Thread-safe tokenizer shared by handlers (via the blocking pool) and workers.
 pub struct TextTokenizer {
     inner: Tokenizer,
+    /// `Tokenizer::get_vocab_size` builds a map of the whole vocabulary on every call, so it is
+    /// computed once here (it was the largest cost of a cloud-routed request).
+    vocab_size: usize,
 }
 
 impl TextTokenizer {
@@ -18,7 +21,8 @@ impl TextTokenizer {
     pub fn load(file: &Path) -> Result<Self, ModelError> {
         let inner = Tokenizer::from_file(file)
             .map_err(|e| file_err(file, format!("cannot load tokenizer: {e}")))?;
-        Ok(Self { inner })
+        let vocab_size = inner.get_vocab_size(true);
+        Ok(Self { inner, vocab_size })
     }
 
     /// Encodes `text`; `add_special_tokens` applies the post-processor (e.g. prepends BOS).
@@ -38,7 +42,7 @@ impl TextTokenizer {
 
     /// Vocabulary size including added tokens.
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        self.vocab_size
     }
 
     /// Id of a token string such as `<|end|>`, if it exists.

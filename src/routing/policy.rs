@@ -83,6 +83,25 @@ pub enum Unavailable {
     CircuitOpen(Arc<str>),
 }
 
+impl Unavailable {
+    /// Kind of the route that could not take the request (`edge` or `cloud`), for metrics.
+    pub fn route_kind(&self) -> &'static str {
+        match self {
+            Unavailable::EdgeDown | Unavailable::ExceedsEdgeContext { .. } => "edge",
+            Unavailable::CircuitOpen(_) => "cloud",
+        }
+    }
+
+    /// Low-cardinality reason for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Unavailable::EdgeDown => "edge_down",
+            Unavailable::ExceedsEdgeContext { .. } => "exceeds_edge_context",
+            Unavailable::CircuitOpen(_) => "circuit_open",
+        }
+    }
+}
+
 impl fmt::Display for Unavailable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -1,0 +1,389 @@
+//! Cloud faults seen through the gateway, with a fake upstream that is a real HTTP server on
+//! 127.0.0.1 whose behaviour each test switches: 500s, a hang, a connection reset in the middle
+//! of a stream, and a run of failures that opens the circuit breaker and a recovery that closes
+//! it. With a fallback the request degrades to the edge; without one the client gets the
+//! upstream failure in OpenAI shape.
+
+#![expect(
+    clippy::expect_used,
+    reason = "tests fail loudly on unexpected responses"
+)]
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{sse_data, Gateway, GENAI_MODEL};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    /// A normal chat completion (JSON or SSE).
+    Ok,
+    /// `500` with an OpenAI-shaped error body.
+    ServerError,
+    /// Reads the request and never answers.
+    Hang,
+    /// Sends the SSE headers and one event, then resets the connection.
+    ResetMidStream,
+}
+
+/// Counts every request that reached it; behaviour switchable while the gateway runs.
+struct FaultyCloud {
+    base: String,
+    mode: Arc<Mutex<Mode>>,
+    hits: Arc<AtomicUsize>,
+}
+
+impl FaultyCloud {
+    async fn start(mode: Mode) -> FaultyCloud {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}/v1", listener.local_addr().expect("addr"));
+        let mode = Arc::new(Mutex::new(mode));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (m, h) = (Arc::clone(&mode), Arc::clone(&hits));
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let (m, h) = (Arc::clone(&m), Arc::clone(&h));
+                tokio::spawn(serve(sock, m, h));
+            }
+        });
+        FaultyCloud { base, mode, hits }
+    }
+
+    fn set(&self, mode: Mode) {
+        *self.mode.lock().expect("lock") = mode;
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+/// Reads one request (head + content-length body); `None` when the peer went away.
+async fn read_request(sock: &mut TcpStream) -> Option<Value> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = sock.read(&mut chunk).await.unwrap_or(0);
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..pos]).to_lowercase();
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        while buf.len() < pos + 4 + length {
+            let n = sock.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        return serde_json::from_slice(&buf[pos + 4..pos + 4 + length]).ok();
+    }
+}
+
+const CHUNK: &str = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"cloud-model\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"from the cloud\"},\"finish_reason\":null}]}\n\n";
+
+async fn serve(mut sock: TcpStream, mode: Arc<Mutex<Mode>>, hits: Arc<AtomicUsize>) {
+    let Some(body) = read_request(&mut sock).await else {
+        return;
+    };
+    hits.fetch_add(1, Ordering::SeqCst);
+    let mode = *mode.lock().expect("lock");
+    let stream = body["stream"] == json!(true);
+    let response = match mode {
+        Mode::Ok if stream => {
+            let events = format!("{CHUNK}data: [DONE]\n\n");
+            format!("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{events}", events.len())
+        }
+        Mode::Ok => {
+            let body = json!({"id": "c1", "object": "chat.completion", "created": 1, "model": "cloud-model",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "from the cloud"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4}})
+            .to_string();
+            format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len())
+        }
+        Mode::ServerError => {
+            let body = json!({"error": {"message": "upstream exploded", "type": "server_error", "param": null, "code": null}}).to_string();
+            format!("HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len())
+        }
+        Mode::Hang => {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            return;
+        }
+        Mode::ResetMidStream => {
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+            let first = format!("{:x}\r\n{CHUNK}\r\n", CHUNK.len());
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(first.as_bytes()).await;
+            let _ = sock.flush().await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            // SO_LINGER 0: closing sends RST instead of FIN.
+            #[expect(
+                deprecated,
+                reason = "linger blocks drop only with a non-zero timeout; zero is how a test forces an RST"
+            )]
+            let _ = sock.set_linger(Some(Duration::ZERO));
+            drop(sock);
+            return;
+        }
+    };
+    let _ = sock.write_all(response.as_bytes()).await;
+    let _ = sock.shutdown().await;
+}
+
+/// A gateway on `cloud`, without retries so each request is one upstream attempt.
+async fn gateway(cloud: &FaultyCloud, extra: &[(&str, &str)]) -> Gateway {
+    let mut env = vec![
+        (
+            "EDGE_GATEWAY__UPSTREAMS__CLOUD__BASE_URL",
+            cloud.base.as_str(),
+        ),
+        ("EDGE_GATEWAY__UPSTREAMS__CLOUD__MAX_RETRIES", "0"),
+        (
+            "EDGE_GATEWAY__UPSTREAMS__CLOUD__FIRST_BYTE_TIMEOUT_MS",
+            "400",
+        ),
+        ("EDGE_GATEWAY__UPSTREAMS__CLOUD__IDLE_TIMEOUT_MS", "400"),
+    ];
+    env.extend_from_slice(extra);
+    Gateway::start(GENAI_MODEL, &env).await
+}
+
+fn chat(content: &str) -> Value {
+    json!({"model": "edge-tiny-genai", "messages": [{"role": "user", "content": content}], "max_tokens": 8, "temperature": 0})
+}
+
+/// Routed to the cloud by `complex-to-cloud`, whose fallback is the edge.
+async fn complex(gw: &Gateway, body: &Value) -> (u16, Value) {
+    let r = gw
+        .client
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-complexity-score", "0.9")
+        .json(body)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().await.expect("json"))
+}
+
+/// Routed to the cloud by `too-long-for-edge`, which has no fallback.
+async fn too_long(gw: &Gateway) -> (u16, Value, Option<String>) {
+    let mut body = chat("Summarise the shift report");
+    body["max_tokens"] = json!(5000);
+    let r = gw
+        .client
+        .post(gw.url("/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    let retry_after = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    (status, r.json().await.expect("json"), retry_after)
+}
+
+fn assert_openai_error(body: &Value, code: &str) {
+    let error = &body["error"];
+    assert_eq!(error["code"], code, "{body}");
+    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert!(error["type"].is_string(), "{body}");
+    assert!(error.get("param").is_some(), "{body}");
+}
+
+#[tokio::test]
+async fn upstream_500_maps_to_502_without_fallback_and_degrades_to_edge_with_one() {
+    let cloud = FaultyCloud::start(Mode::ServerError).await;
+    let gw = gateway(&cloud, &[]).await;
+    let (s, r, _) = too_long(&gw).await;
+    assert_eq!(s, 502, "{r}");
+    assert_openai_error(&r, "upstream_error");
+    let (s, r) = complex(&gw, &chat("Plan the week")).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["model"], "edge-tiny-genai");
+    assert_eq!(cloud.hits(), 2);
+    let fallbacks = gw
+        .metric("edge_gateway_routing_fallbacks_total{from=\"cloud\",reason=\"server_error\"}")
+        .await;
+    // Only the request that had a fallback took one.
+    assert_eq!(fallbacks, Some(1.0));
+    let upstream_500s = gw
+        .metric("edge_gateway_upstream_requests_total{upstream=\"cloud\",status=\"500\"}")
+        .await;
+    assert_eq!(upstream_500s, Some(2.0));
+}
+
+#[tokio::test]
+async fn hanging_upstream_times_out_as_504_or_falls_back() {
+    let cloud = FaultyCloud::start(Mode::Hang).await;
+    let gw = gateway(&cloud, &[]).await;
+    let started = std::time::Instant::now();
+    let (s, r, _) = too_long(&gw).await;
+    assert_eq!(s, 504, "{r}");
+    assert_openai_error(&r, "upstream_timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the first-byte timeout did not bound the call"
+    );
+    let (s, r) = complex(&gw, &chat("Plan the week")).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["model"], "edge-tiny-genai");
+    let fallbacks = gw
+        .metric(
+            "edge_gateway_routing_fallbacks_total{from=\"cloud\",reason=\"timeout_first_byte\"}",
+        )
+        .await;
+    assert_eq!(fallbacks, Some(1.0));
+}
+
+#[tokio::test]
+async fn reset_mid_stream_ends_the_relay_with_an_error_event_then_done() {
+    let cloud = FaultyCloud::start(Mode::ResetMidStream).await;
+    let gw = gateway(&cloud, &[]).await;
+    let mut body = chat("Plan the week");
+    body["stream"] = json!(true);
+    let r = gw
+        .client
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-complexity-score", "0.9")
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    // The relay had started (headers and one event), so no fallback is possible any more: the
+    // client gets the cloud's first chunk, then an error event, then the end marker.
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.expect("body");
+    let data = sse_data(&text);
+    assert_eq!(data.len(), 3, "{text}");
+    let first: Value = serde_json::from_str(&data[0]).expect("chunk");
+    assert_eq!(first["choices"][0]["delta"]["content"], "from the cloud");
+    let error: Value = serde_json::from_str(&data[1]).expect("error event");
+    assert_eq!(
+        error["error"]["code"], "upstream_stream_interrupted",
+        "{text}"
+    );
+    assert_eq!(data[2], "[DONE]");
+    let errors = gw
+        .metric(
+            "edge_gateway_upstream_errors_total{upstream=\"cloud\",kind=\"stream_interrupted\"}",
+        )
+        .await;
+    assert_eq!(errors, Some(1.0));
+    // The gateway is unharmed.
+    let (s, _) = gw.get_json("/healthz").await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test]
+async fn circuit_opens_after_failures_and_recovers_when_the_upstream_does() {
+    let cloud = FaultyCloud::start(Mode::ServerError).await;
+    let gw = gateway(
+        &cloud,
+        &[
+            (
+                "EDGE_GATEWAY__UPSTREAMS__CLOUD__CIRCUIT__FAILURE_THRESHOLD",
+                "2",
+            ),
+            ("EDGE_GATEWAY__UPSTREAMS__CLOUD__CIRCUIT__OPEN_MS", "800"),
+        ],
+    )
+    .await;
+    let body = chat("Plan the week");
+    for _ in 0..2 {
+        let (s, r) = complex(&gw, &body).await;
+        assert_eq!(s, 200, "{r}");
+    }
+    assert_eq!(cloud.hits(), 2);
+    let state = "edge_gateway_upstream_circuit_state{upstream=\"cloud\"}";
+    assert_eq!(gw.metric(state).await, Some(2.0), "circuit should be open");
+    // Open: the upstream is not contacted; the edge answers, and a request with no fallback
+    // gets 503 with Retry-After.
+    let (s, r) = complex(&gw, &body).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["model"], "edge-tiny-genai");
+    let (s, r, retry_after) = too_long(&gw).await;
+    assert_eq!(s, 503, "{r}");
+    // The policy sees the open circuit and does not even try the cloud.
+    assert_openai_error(&r, "route_unavailable");
+    assert!(retry_after.is_some(), "503 without Retry-After");
+    assert_eq!(
+        cloud.hits(),
+        2,
+        "an open circuit still reached the upstream"
+    );
+    let open_fallbacks = gw
+        .metric("edge_gateway_routing_fallbacks_total{from=\"cloud\",reason=\"circuit_open\"}")
+        .await;
+    assert_eq!(open_fallbacks, Some(1.0));
+    // The upstream recovers; after the open period a trial request closes the circuit.
+    cloud.set(Mode::Ok);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (s, r) = complex(&gw, &body).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["model"], "cloud-model");
+    assert_eq!(
+        gw.metric(state).await,
+        Some(0.0),
+        "circuit should be closed"
+    );
+    let (s, r) = complex(&gw, &body).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["model"], "cloud-model");
+    assert_eq!(cloud.hits(), 4);
+}
+
+#[tokio::test]
+async fn restricted_requests_stay_off_the_cloud_when_the_edge_is_overloaded() {
+    let cloud = FaultyCloud::start(Mode::Ok).await;
+    let gw = gateway(
+        &cloud,
+        &[
+            ("EDGE_GATEWAY__ENGINE__MAX_QUEUE", "1"),
+            ("EDGE_GATEWAY__ENGINE__WORKERS", "1"),
+        ],
+    )
+    .await;
+    let mut body = chat("Patient record for bed 4");
+    body["max_tokens"] = json!(200);
+    body["ignore_eos"] = json!(true);
+    let requests = (0..8).map(|_| {
+        gw.client
+            .post(gw.url("/v1/chat/completions"))
+            .header("x-data-classification", "restricted")
+            .header("x-complexity-score", "0.99")
+            .json(&body)
+            .send()
+    });
+    let responses = futures_util::future::join_all(requests).await;
+    let statuses: Vec<u16> = responses
+        .into_iter()
+        .map(|r| r.expect("request").status().as_u16())
+        .collect();
+    assert!(
+        statuses.contains(&429),
+        "edge was never overloaded: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    assert_eq!(cloud.hits(), 0, "restricted data reached the cloud");
+}

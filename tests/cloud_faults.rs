@@ -387,3 +387,17 @@ async fn restricted_requests_stay_off_the_cloud_when_the_edge_is_overloaded() {
     );
     assert_eq!(cloud.hits(), 0, "restricted data reached the cloud");
 }
+
+#[tokio::test]
+async fn requests_the_edge_cannot_serve_are_refused_before_routing() {
+    let cloud = FaultyCloud::start(Mode::Ok).await;
+    let gw = gateway(&cloud, &[]).await;
+    for (field, value) in [("n", json!(2)), ("logprobs", json!(true))] {
+        let mut body = chat("Plan the week");
+        body[field] = value;
+        let (s, r) = complex(&gw, &body).await;
+        assert_eq!(s, 400, "{r}");
+        assert_eq!(r["error"]["param"], field, "{r}");
+    }
+    assert_eq!(cloud.hits(), 0, "an invalid request was relayed");
+}

@@ -88,6 +88,8 @@ struct RawModel {
 struct RawEngine {
     workers: usize,
     max_queue: usize,
+    max_concurrent_sequences: usize,
+    prefill_chunk_tokens: usize,
     default_max_tokens: usize,
     max_stop_sequences: usize,
     retry_after_secs: u64,
@@ -132,6 +134,8 @@ model:
 engine:
   workers: 1
   max_queue: 64
+  max_concurrent_sequences: 8
+  prefill_chunk_tokens: 128
   default_max_tokens: 256
   max_stop_sequences: 4
   retry_after_secs: 1
@@ -204,6 +208,11 @@ pub struct ModelSettings {
 pub struct EngineSettings {
     pub workers: usize,
     pub max_queue: usize,
+    /// Sequences one worker runs at once (decoded together in one batch where the model
+    /// allows it).
+    pub max_concurrent_sequences: usize,
+    /// Longest prompt slice prefilled between two decode steps while other sequences run.
+    pub prefill_chunk_tokens: usize,
     pub default_max_tokens: usize,
     pub max_stop_sequences: usize,
     pub retry_after_secs: u64,
@@ -308,6 +317,18 @@ impl RawSettings {
         if self.engine.max_queue == 0 {
             return Err(invalid("engine.max_queue", "must be at least 1"));
         }
+        if self.engine.max_concurrent_sequences == 0 || self.engine.max_concurrent_sequences > 256 {
+            return Err(invalid(
+                "engine.max_concurrent_sequences",
+                "must be 1..=256",
+            ));
+        }
+        if self.engine.prefill_chunk_tokens < 16 {
+            return Err(invalid(
+                "engine.prefill_chunk_tokens",
+                "must be at least 16",
+            ));
+        }
         if self.engine.default_max_tokens == 0 {
             return Err(invalid("engine.default_max_tokens", "must be at least 1"));
         }
@@ -393,6 +414,8 @@ impl RawSettings {
             engine: EngineSettings {
                 workers: self.engine.workers,
                 max_queue: self.engine.max_queue,
+                max_concurrent_sequences: self.engine.max_concurrent_sequences,
+                prefill_chunk_tokens: self.engine.prefill_chunk_tokens,
                 default_max_tokens: self.engine.default_max_tokens,
                 max_stop_sequences: self.engine.max_stop_sequences,
                 retry_after_secs: self.engine.retry_after_secs,

@@ -1,14 +1,16 @@
-//! The decode loop for one sequence: prefill, then sample / stop-check / stream one token per
-//! step until EOS, a stop sequence, `max_tokens`, or the client goes away.
+//! The state of one generation as the scheduler steps it: sample / stop-check / stream one
+//! token per step until EOS, a stop sequence, `max_tokens`, or the client goes away.
 
 use std::time::Instant;
 
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::Sender;
 
 use super::error::InferenceError;
-use super::runner::{KvState, Runner};
+use super::runner::KvState;
 use super::sampling::{Sampler, SamplingParams};
-use super::tokenizer::TextTokenizer;
+use super::tokenizer::{TextTokenizer, TokenStream};
+use super::worker::GenerationRequest;
 use crate::cache::PrefixCache;
 use crate::telemetry::metrics;
 
@@ -60,14 +62,14 @@ pub enum GenerationEvent {
 }
 
 /// Tracks generated text and decides what can be released without leaking a stop sequence.
-struct StopMatcher<'a> {
-    stops: &'a [String],
+struct StopMatcher {
+    stops: Vec<String>,
     text: String,
     emitted: usize,
 }
 
-impl<'a> StopMatcher<'a> {
-    fn new(stops: &'a [String]) -> Self {
+impl StopMatcher {
+    fn new(stops: Vec<String>) -> Self {
         Self {
             stops,
             text: String::new(),
@@ -111,7 +113,7 @@ impl<'a> StopMatcher<'a> {
     fn held_back_suffix(&self) -> usize {
         let tail = &self.text[self.emitted..];
         let mut longest = 0;
-        for stop in self.stops {
+        for stop in &self.stops {
             for (start, _) in tail.char_indices() {
                 let suffix = &tail[start..];
                 if suffix.len() <= longest {
@@ -127,137 +129,263 @@ impl<'a> StopMatcher<'a> {
     }
 }
 
-/// Runs one generation to completion, sending events to `events`. Returns early (without an
-/// event) when the receiver is dropped, which is how a client disconnect stops the work.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the worker's per-request context, passed once"
-)]
-pub fn generate(
-    runner: &mut Runner,
-    tokenizer: &TextTokenizer,
-    cache: Option<&PrefixCache>,
-    eos_ids: &[u32],
-    prompt_ids: &[u32],
-    params: &GenerationParams,
-    events: &Sender<GenerationEvent>,
-    logits: &mut Vec<f32>,
-) -> Result<(), InferenceError> {
-    let started = Instant::now();
-    let cache = cache.filter(|c| c.enabled() && (params.use_cache || params.pin_prefix));
-    let mut state = runner.new_state(prompt_ids.len() + params.max_tokens)?;
-    let restored = match cache {
-        Some(c) if !params.pin_prefix => {
-            let hit = c.lookup(prompt_ids);
-            if hit.tokens > 0 {
-                let blocks: Vec<&[f32]> = hit.blocks.iter().map(|b| b.data()).collect();
-                runner.import_blocks(&mut state, &blocks, c.block_tokens())?;
-            }
-            hit.tokens
-        }
-        _ => 0,
-    };
-    runner.forward(&mut state, &prompt_ids[restored..], logits)?;
-    metrics::record_cached_prompt_tokens(restored);
-    // Tokens whose KV is in `state`, for storing blocks in the cache when we finish.
-    let mut context: Vec<u32> = prompt_ids.to_vec();
-    if params.pin_prefix {
-        if let Some(c) = cache {
-            store_blocks(runner, c, &state, &context, true)?;
-        }
-        let _ = events.blocking_send(GenerationEvent::Done {
-            finish_reason: FinishReason::Length,
-            prompt_tokens: prompt_ids.len(),
-            completion_tokens: 0,
-        });
-        return Ok(());
-    }
-    let mut sampler = Sampler::new(params.sampling.clone());
-    let mut detok = tokenizer.stream();
-    let mut stops = StopMatcher::new(&params.stop);
-    let mut pending_ids = Vec::new();
-    let mut completion_tokens = 0usize;
-    let mut last_token_at: Option<Instant> = None;
-    let finish_reason = loop {
-        let token = sampler.sample(logits);
-        if !params.ignore_eos && eos_ids.contains(&token) {
-            break FinishReason::Stop;
-        }
-        completion_tokens += 1;
-        pending_ids.push(token);
-        let now = Instant::now();
-        match last_token_at {
-            None => metrics::record_ttft(now.duration_since(started)),
-            Some(prev) => metrics::record_inter_token(now.duration_since(prev)),
-        }
-        last_token_at = Some(now);
-        let piece = detok.step(token)?.unwrap_or_default();
-        let (text, stopped) = stops.push(&piece);
-        if !text.is_empty() || stopped {
-            let delta = GenerationEvent::Delta {
-                text,
-                token_ids: std::mem::take(&mut pending_ids),
-            };
-            if events.blocking_send(delta).is_err() {
-                metrics::record_generation("cancelled", prompt_ids.len(), completion_tokens);
-                return Ok(());
-            }
-        }
-        if stopped {
-            break FinishReason::Stop;
-        }
-        if completion_tokens >= params.max_tokens {
-            break FinishReason::Length;
-        }
-        if events.is_closed() {
-            metrics::record_generation("cancelled", prompt_ids.len(), completion_tokens);
-            return Ok(());
-        }
-        runner.forward(&mut state, &[token], logits)?;
-        context.push(token);
-    };
-    let held_back = stops.flush();
-    if !held_back.is_empty() || !pending_ids.is_empty() {
-        // Text withheld as a possible stop-sequence prefix that never completed is released.
-        let delta = GenerationEvent::Delta {
-            text: held_back,
-            token_ids: pending_ids,
-        };
-        if events.blocking_send(delta).is_err() {
-            metrics::record_generation("cancelled", prompt_ids.len(), completion_tokens);
-            return Ok(());
-        }
-    }
-    metrics::record_generation(finish_reason.as_str(), prompt_ids.len(), completion_tokens);
-    let _ = events.blocking_send(GenerationEvent::Done {
-        finish_reason,
-        prompt_tokens: prompt_ids.len(),
-        completion_tokens,
-    });
-    // After the client has its answer: keep this conversation's KV for the next turn.
-    if let Some(c) = cache {
-        store_blocks(runner, c, &state, &context, false)?;
-    }
-    Ok(())
+/// Where a sequence's KV cache lives.
+pub(super) enum SeqKv {
+    /// A slot of the worker's batched pool (shared-buffer models).
+    Slot,
+    /// Its own state, run one sequence per call (concatenating models).
+    Own(KvState),
 }
 
-/// Copies the not-yet-cached full blocks of `context` out of `state` into the cache.
-fn store_blocks(
-    runner: &Runner,
+/// What a sequence needs next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Progress {
+    /// Feed `next_token` at the next decode step.
+    Continue,
+    /// Finished or cancelled: free its KV and drop it (after its outbox drains).
+    Finished,
+}
+
+/// One running generation: its request, sampling, detokenization and stop state, and the
+/// events not yet taken by its client. Events go through an unbounded-looking but in fact
+/// `max_tokens`-bounded outbox so a slow client never blocks the worker (and with it every
+/// other sequence in the batch).
+pub(super) struct Sequence<'t> {
+    pub request: GenerationRequest,
+    pub kv: SeqKv,
+    /// Prompt tokens whose KV is in the state (restored from the cache or prefilled).
+    pub prefilled: usize,
+    /// Generated tokens whose KV is in the state.
+    pub fed: Vec<u32>,
+    /// The token to feed at the next decode step, once prefill is done.
+    pub next_token: Option<u32>,
+    pub outbox: Outbox,
+    /// Ended normally (EOS, stop sequence or `max_tokens`), so its KV may be cached.
+    pub completed: bool,
+    started: Instant,
+    sampler: Sampler,
+    detok: TokenStream<'t>,
+    stops: StopMatcher,
+    pending_ids: Vec<u32>,
+    completion_tokens: usize,
+    last_token_at: Option<Instant>,
+    _running: metrics::RunningGuard,
+}
+
+impl<'t> Sequence<'t> {
+    pub fn new(
+        request: GenerationRequest,
+        kv: SeqKv,
+        restored: usize,
+        tokenizer: &'t TextTokenizer,
+    ) -> Self {
+        metrics::record_cached_prompt_tokens(restored);
+        let outbox = Outbox::new(request.events.clone());
+        Self {
+            sampler: Sampler::new(request.params.sampling.clone()),
+            stops: StopMatcher::new(request.params.stop.clone()),
+            request,
+            kv,
+            prefilled: restored,
+            fed: Vec::new(),
+            next_token: None,
+            outbox,
+            completed: false,
+            started: Instant::now(),
+            detok: tokenizer.stream(),
+            pending_ids: Vec::new(),
+            completion_tokens: 0,
+            last_token_at: None,
+            _running: metrics::RunningGuard::new(),
+        }
+    }
+
+    /// Prompt tokens still to prefill.
+    pub fn prompt_remaining(&self) -> &[u32] {
+        &self.request.prompt_ids[self.prefilled.min(self.request.prompt_ids.len())..]
+    }
+
+    /// True once prefill is done and a token waits to be fed.
+    pub fn is_decoding(&self) -> bool {
+        self.next_token.is_some()
+    }
+
+    /// Tokens whose KV is in the state, in order (prompt, then generated).
+    pub fn context(&self) -> Vec<u32> {
+        let mut c = self.request.prompt_ids[..self.prefilled].to_vec();
+        c.extend_from_slice(&self.fed);
+        c
+    }
+
+    /// The client went away.
+    pub fn is_cancelled(&self) -> bool {
+        self.request.events.is_closed()
+    }
+
+    /// Samples from the logits that followed the last fed token and streams the result.
+    pub fn accept(&mut self, logits: &[f32], eos_ids: &[u32]) -> Result<Progress, InferenceError> {
+        if let Some(fed) = self.next_token.take() {
+            self.fed.push(fed);
+        }
+        let token = self.sampler.sample(logits);
+        let params = &self.request.params;
+        if !params.ignore_eos && eos_ids.contains(&token) {
+            self.finish(FinishReason::Stop);
+            return Ok(Progress::Finished);
+        }
+        self.completion_tokens += 1;
+        self.pending_ids.push(token);
+        let now = Instant::now();
+        match self.last_token_at {
+            None => metrics::record_ttft(now.duration_since(self.started)),
+            Some(prev) => metrics::record_inter_token(now.duration_since(prev)),
+        }
+        self.last_token_at = Some(now);
+        let piece = self.detok.step(token)?.unwrap_or_default();
+        let (text, stopped) = self.stops.push(&piece);
+        if !text.is_empty() || stopped {
+            self.outbox.push(GenerationEvent::Delta {
+                text,
+                token_ids: std::mem::take(&mut self.pending_ids),
+            });
+        }
+        if stopped {
+            self.finish(FinishReason::Stop);
+            return Ok(Progress::Finished);
+        }
+        if self.completion_tokens >= self.request.params.max_tokens {
+            self.finish(FinishReason::Length);
+            return Ok(Progress::Finished);
+        }
+        if !self.outbox.flush() {
+            self.cancel();
+            return Ok(Progress::Finished);
+        }
+        self.next_token = Some(token);
+        Ok(Progress::Continue)
+    }
+
+    /// Releases withheld text and queues the final event.
+    fn finish(&mut self, finish_reason: FinishReason) {
+        self.completed = true;
+        let held_back = self.stops.flush();
+        if !held_back.is_empty() || !self.pending_ids.is_empty() {
+            // Text withheld as a possible stop-sequence prefix that never completed is released.
+            self.outbox.push(GenerationEvent::Delta {
+                text: held_back,
+                token_ids: std::mem::take(&mut self.pending_ids),
+            });
+        }
+        let prompt_tokens = self.request.prompt_ids.len();
+        metrics::record_generation(
+            finish_reason.as_str(),
+            prompt_tokens,
+            self.completion_tokens,
+        );
+        self.outbox.push(GenerationEvent::Done {
+            finish_reason,
+            prompt_tokens,
+            completion_tokens: self.completion_tokens,
+        });
+        self.outbox.flush();
+    }
+
+    /// The client disconnected: counted, nothing more is sent.
+    pub fn cancel(&mut self) {
+        metrics::record_generation(
+            "cancelled",
+            self.request.prompt_ids.len(),
+            self.completion_tokens,
+        );
+        self.outbox.clear();
+    }
+
+    /// Reports a failure to this sequence's client only.
+    pub fn fail(&mut self, error: InferenceError) {
+        metrics::record_error("inference");
+        metrics::record_generation(
+            "error",
+            self.request.prompt_ids.len(),
+            self.completion_tokens,
+        );
+        self.outbox.push(GenerationEvent::Error(error));
+        self.outbox.flush();
+    }
+
+    /// A prefill-only request (`pin_prefix`) is done.
+    pub fn finish_pinned(&mut self) {
+        self.outbox.push(GenerationEvent::Done {
+            finish_reason: FinishReason::Length,
+            prompt_tokens: self.request.prompt_ids.len(),
+            completion_tokens: 0,
+        });
+        self.outbox.flush();
+    }
+}
+
+/// Events waiting for a client whose channel is full. Bounded by the request's `max_tokens`.
+pub(super) struct Outbox {
+    events: std::collections::VecDeque<GenerationEvent>,
+    sender: Sender<GenerationEvent>,
+}
+
+impl Outbox {
+    fn new(sender: Sender<GenerationEvent>) -> Self {
+        Self {
+            events: std::collections::VecDeque::new(),
+            sender,
+        }
+    }
+
+    fn push(&mut self, event: GenerationEvent) {
+        self.events.push_back(event);
+    }
+
+    fn clear(&mut self) {
+        self.events.clear();
+    }
+
+    /// Sends what the channel takes without blocking; false when the client has gone.
+    pub fn flush(&mut self) -> bool {
+        while let Some(event) = self.events.pop_front() {
+            match self.sender.try_send(event) {
+                Ok(()) => {}
+                Err(TrySendError::Full(event)) => {
+                    self.events.push_front(event);
+                    return true;
+                }
+                Err(TrySendError::Closed(_)) => {
+                    self.events.clear();
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Nothing left to deliver.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+}
+
+/// Copies the not-yet-cached full blocks of `context` out of `export` into the cache.
+pub(super) fn store_blocks(
     cache: &PrefixCache,
-    state: &KvState,
+    kv_len: usize,
     context: &[u32],
     pin: bool,
+    export: impl FnOnce(usize, usize, usize) -> Result<Vec<Vec<f32>>, InferenceError>,
 ) -> Result<(), InferenceError> {
     let bt = cache.block_tokens();
-    let full = state.len().min(context.len()) / bt;
+    let full = kv_len.min(context.len()) / bt;
     let first = if pin {
         0
     } else {
         cache.first_missing_block(&context[..full * bt])
     };
     if first < full {
-        let data = runner.export_blocks(state, first * bt, full - first, bt)?;
+        let data = export(first * bt, full - first, bt)?;
         cache.insert(&context[..full * bt], first, data, pin);
     }
     Ok(())
@@ -269,7 +397,7 @@ mod tests {
 
     fn run(stops: &[&str], pieces: &[&str]) -> (Vec<String>, bool) {
         let stops: Vec<String> = stops.iter().map(|s| s.to_string()).collect();
-        let mut m = StopMatcher::new(&stops);
+        let mut m = StopMatcher::new(stops);
         let mut out = Vec::new();
         for p in pieces {
             let (t, stopped) = m.push(p);

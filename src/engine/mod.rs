@@ -9,6 +9,8 @@ pub mod package;
 pub mod runner;
 pub mod runtime;
 pub mod sampling;
+pub mod scheduler;
+pub mod slots;
 pub mod tokenizer;
 pub mod worker;
 

@@ -30,9 +30,11 @@ pub struct RunnerOptions {
 
 /// A loaded decoder session plus its discovered layout.
 pub struct Runner {
-    session: Session,
-    layout: ModelLayout,
-    cpu_output: MemoryInfo<'static>,
+    pub(super) session: Session,
+    pub(super) layout: ModelLayout,
+    pub(super) cpu_output: MemoryInfo<'static>,
+    /// Describes KV buffers we own and lend to ORT (see `slots.rs`).
+    pub(super) cpu_input: MemoryInfo<'static>,
 }
 
 /// The KV cache of one sequence.
@@ -98,11 +100,28 @@ impl Runner {
             file: package.onnx_file.clone(),
             message: e.to_string(),
         })?;
+        let cpu_input = MemoryInfo::new(
+            AllocationDevice::CPU,
+            0,
+            AllocatorType::Device,
+            MemoryType::Default,
+        )
+        .map_err(|e| ModelError::Session {
+            file: package.onnx_file.clone(),
+            message: e.to_string(),
+        })?;
         Ok(Self {
             session,
             layout,
             cpu_output,
+            cpu_input,
         })
+    }
+
+    /// Whether decode steps of several sequences can share one call (see `scheduler.rs`):
+    /// shared-buffer (GroupQueryAttention) graphs take right-padded batches of slots.
+    pub fn supports_batching(&self) -> bool {
+        self.layout.kv_mode == KvMode::SharedBuffer
     }
 
     /// The discovered layout.
@@ -487,16 +506,51 @@ fn index_tensor(
     values: impl Iterator<Item = i64>,
     len: usize,
 ) -> Result<DynValue, InferenceError> {
+    index_tensor_2d(ty, values, 1, len)
+}
+
+/// A `[rows, cols]` index tensor (ids, mask or positions) in the graph's integer width.
+pub(super) fn index_tensor_2d(
+    ty: IndexType,
+    values: impl Iterator<Item = i64>,
+    rows: usize,
+    cols: usize,
+) -> Result<DynValue, InferenceError> {
     Ok(match ty {
         IndexType::I64 => {
-            Tensor::from_array(([1usize, len], values.collect::<Vec<i64>>()))?.into_dyn()
+            Tensor::from_array(([rows, cols], values.collect::<Vec<i64>>()))?.into_dyn()
         }
-        IndexType::I32 => Tensor::from_array((
-            [1usize, len],
-            values.map(|v| v as i32).collect::<Vec<i32>>(),
-        ))?
-        .into_dyn(),
+        IndexType::I32 => {
+            Tensor::from_array(([rows, cols], values.map(|v| v as i32).collect::<Vec<i32>>()))?
+                .into_dyn()
+        }
     })
+}
+
+/// Copies logits of a `[rows, seq, vocab]` output: with `last_only` (one row) the last
+/// position's, otherwise one position per row (decode), row after row.
+pub(super) fn copy_rows_logits(
+    value: Option<&DynValue>,
+    rows: usize,
+    last_only: bool,
+    out: &mut Vec<f32>,
+) -> Result<(), InferenceError> {
+    if last_only {
+        return copy_last_logits(value, out);
+    }
+    let value = value.ok_or_else(|| InferenceError::Output("no logits output".into()))?;
+    let (_, data) = value
+        .try_extract_tensor::<f32>()
+        .map_err(|e| InferenceError::Output(format!("logits are not float32: {e}")))?;
+    if rows == 0 || data.is_empty() || data.len() % rows != 0 {
+        return Err(InferenceError::Output(format!(
+            "logits of {} floats do not split into {rows} rows",
+            data.len()
+        )));
+    }
+    out.clear();
+    out.extend_from_slice(data);
+    Ok(())
 }
 
 fn copy_last_logits(value: Option<&DynValue>, out: &mut Vec<f32>) -> Result<(), InferenceError> {

@@ -14,6 +14,7 @@ pub use super::generate::{FinishReason, GenerationEvent, GenerationParams};
 use super::package::ModelPackage;
 use super::runner::{Runner, RunnerOptions};
 use super::sampling::SamplingParams;
+use super::scheduler::{Scheduler, SchedulerLimits};
 use super::tokenizer::TextTokenizer;
 use crate::cache::{PrefixCache, PrefixCacheSettings};
 use crate::telemetry::metrics;
@@ -27,6 +28,10 @@ const EVENT_CHANNEL_CAPACITY: usize = 64;
 pub struct EngineOptions {
     pub workers: usize,
     pub max_queue: usize,
+    /// Sequences each worker runs at once.
+    pub max_sequences: usize,
+    /// Prompt tokens prefilled per step while other sequences decode.
+    pub prefill_chunk: usize,
     pub runner: RunnerOptions,
     /// Caps the package's context length (never raises it).
     pub context_length: Option<usize>,
@@ -43,6 +48,8 @@ impl EngineOptions {
         Self {
             workers: settings.engine.workers,
             max_queue: settings.engine.max_queue,
+            max_sequences: settings.engine.max_concurrent_sequences,
+            prefill_chunk: settings.engine.prefill_chunk_tokens,
             runner: RunnerOptions {
                 intra_threads: settings.runtime.intra_threads,
                 optimized_graph_dir: c.optimized_graph_dir.clone(),
@@ -132,6 +139,11 @@ impl Engine {
                 eos_ids: package.eos_token_ids.clone(),
                 queued: Arc::clone(&queued),
                 prefix_cache: prefix_cache.clone(),
+                limits: SchedulerLimits {
+                    max_sequences: options.max_sequences.max(1),
+                    prefill_chunk: options.prefill_chunk.max(1),
+                    capacity: context_length,
+                },
             };
             let worker_package = package.clone();
             let runner_options = options.runner.clone();
@@ -322,6 +334,7 @@ struct Worker {
     eos_ids: Vec<u32>,
     queued: Arc<AtomicUsize>,
     prefix_cache: Option<Arc<PrefixCache>>,
+    limits: SchedulerLimits,
 }
 
 impl Worker {
@@ -332,7 +345,7 @@ impl Worker {
         options: &RunnerOptions,
         loaded: std::sync::mpsc::Sender<Result<(), ModelError>>,
     ) {
-        let mut runner = match Runner::load(env, package, options) {
+        let runner = match Runner::load(env, package, options) {
             Ok(runner) => {
                 let _ = loaded.send(Ok(()));
                 runner
@@ -343,35 +356,13 @@ impl Worker {
             }
         };
         drop(loaded);
-        let mut logits = Vec::with_capacity(package.vocab_size);
-        while let Ok(job) = self.jobs.recv() {
-            let depth = self.queued.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
-            metrics::set_queue_depth(depth);
-            metrics::record_queue_wait(job.enqueued_at.elapsed());
-            if job.events.is_closed() {
-                continue;
-            }
-            let _running = metrics::RunningGuard::new();
-            // A panic in one generation must not take the worker (and its session) down.
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                super::generate::generate(
-                    &mut runner,
-                    &self.tokenizer,
-                    self.prefix_cache.as_deref(),
-                    &self.eos_ids,
-                    &job.prompt_ids,
-                    &job.params,
-                    &job.events,
-                    &mut logits,
-                )
-            }))
-            .unwrap_or_else(|_| Err(InferenceError::Output("generation panicked".into())));
-            if let Err(e) = result {
-                tracing::error!(error = %e, "generation failed");
-                metrics::record_error("inference");
-                metrics::record_generation("error", job.prompt_ids.len(), 0);
-                let _ = job.events.blocking_send(GenerationEvent::Error(e));
-            }
-        }
+        Scheduler::new(
+            runner,
+            &self.tokenizer,
+            self.prefix_cache.as_deref(),
+            &self.eos_ids,
+            self.limits,
+        )
+        .run(&self.jobs, &self.queued);
     }
 }

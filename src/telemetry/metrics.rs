@@ -29,10 +29,13 @@ pub const PREFIX_CACHE_BYTES: &str = "edge_gateway_prefix_cache_bytes";
 pub const PREFIX_CACHE_PINNED_BYTES: &str = "edge_gateway_prefix_cache_pinned_bytes";
 pub const PREFIX_CACHE_EVICTIONS_TOTAL: &str = "edge_gateway_prefix_cache_evictions_total";
 pub const MODEL_INFO: &str = "edge_gateway_model_info";
+pub const BATCH_SIZE: &str = "edge_gateway_batch_size";
+pub const KV_CACHE_BYTES: &str = "edge_gateway_kv_cache_bytes";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
+const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
 const TOKEN_LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28,
 ];
@@ -63,6 +66,9 @@ pub fn install() -> Result<PrometheusHandle, String> {
                 Matcher::Full(INTER_TOKEN_LATENCY_SECONDS.into()),
                 TOKEN_LATENCY_BUCKETS,
             )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), BATCH_SIZE_BUCKETS)
         })
         .map_err(|e| e.to_string())?;
     let handle = builder.install_recorder().map_err(|e| e.to_string())?;
@@ -116,6 +122,16 @@ fn describe() {
         "Generation requests waiting for a worker"
     );
     describe_gauge!(RUNNING_SEQUENCES, Unit::Count, "Sequences being generated");
+    describe_histogram!(
+        BATCH_SIZE,
+        Unit::Count,
+        "Sequences decoded together per ONNX Runtime decode call"
+    );
+    describe_gauge!(
+        KV_CACHE_BYTES,
+        Unit::Bytes,
+        "KV cache bytes holding positions of running sequences"
+    );
     describe_counter!(
         PROMPT_TOKENS_TOTAL,
         Unit::Count,
@@ -137,6 +153,17 @@ fn describe() {
         Unit::Count,
         "Served model, layout and execution provider (value 1)"
     );
+}
+
+/// Records the number of sequences in one decode call.
+pub fn record_batch_size(sequences: usize) {
+    histogram!(BATCH_SIZE).record(sequences as f64);
+}
+
+/// Sets the KV bytes in use by running sequences (one worker; summed across workers would need
+/// a label, and the default is one worker).
+pub fn set_batch_kv_bytes(bytes: usize) {
+    gauge!(KV_CACHE_BYTES).set(bytes as f64);
 }
 
 /// Records a finished API request.

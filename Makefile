@@ -9,7 +9,7 @@ BENCH_MODEL ?= .bench/bench-250m-genai
 SDK_PY      := .venv/sdk/bin/python
 SDK_STAMP   := .venv/sdk/.installed
 
-.PHONY: ort sdk run test lint bench models bench-model
+.PHONY: ort sdk run test lint bench models bench-model deploy-check image
 
 ## ONNX Runtime shared library from the pinned PyPI wheel (no Python install needed at run time).
 ort: $(ORT_LIB)
@@ -37,11 +37,12 @@ $(SDK_STAMP): tests/sdk/requirements.txt
 run: ort
 	cargo run --release --bin edge-gateway -- serve --model $(MODEL)
 
-## Everything CI runs: formatting, lints, unit + integration tests.
+## Everything CI runs: formatting, lints, unit + integration tests, deployment checks.
 test: ort sdk
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	cargo test --all-targets
+	bash deploy/validate.sh
 
 lint:
 	cargo fmt --all -- --check
@@ -58,3 +59,14 @@ bench-model:
 ## TTFT (512-token prompt) and decode tok/s: edge-gateway vs onnxruntime-genai on the same model.
 bench: ort
 	bash benches/compare_genai.sh $(BENCH_MODEL)
+
+## Deployment checks that need no Docker engine or cluster: Dockerfile lint, compose config,
+## Helm chart (schema, lint, render, Kubernetes schemas), shipped configs, the image layout run
+## in a chroot. Provisions its tools into .venv/deploy and .cache/deploy (README, "Deployment").
+deploy-check:
+	bash deploy/validate.sh
+
+## Container image edge-gateway:<Cargo.toml version> (needs Docker with BuildKit).
+IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+image:
+	docker build -t edge-gateway:$(IMAGE_TAG) .

@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Checks of the Docker build context and the compose file, run by deploy/validate.sh.
+
+  validate_files.py dockerignore
+      every COPY source of the Dockerfile (build-arg defaults filled in) exists and is not
+      excluded by .dockerignore, which would only show at `docker build`.
+  validate_files.py compose < `docker-compose config --format json` output
+      bind-mount sources exist; every service runs read-only, without capabilities, with
+      no-new-privileges and a memory limit; the gateway gets its keys and a health check; the
+      local "cloud" is only in the `cloud` profile.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import shlex
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def dockerignore_patterns() -> list[tuple[bool, str]]:
+    """(negated, pattern) in file order; the last matching pattern decides."""
+    patterns = []
+    for line in (ROOT / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negated = line.startswith("!")
+        patterns.append((negated, line.lstrip("!").strip("/")))
+    return patterns
+
+
+def excluded(path: str, patterns: list[tuple[bool, str]]) -> bool:
+    result = False
+    parts = path.split("/")
+    for negated, pattern in patterns:
+        # A pattern matching a parent directory matches everything below it.
+        if any(fnmatch.fnmatchcase("/".join(parts[:i]), pattern) for i in range(1, len(parts) + 1)):
+            result = not negated
+    return result
+
+
+def copy_sources() -> list[str]:
+    """Sources of COPY/ADD instructions that read the build context."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    args = dict(re.findall(r"^ARG\s+(\w+)=(\S+)", text, re.M))
+    sources = []
+    for line in text.splitlines():
+        words = shlex.split(line.strip()) if re.match(r"\s*(COPY|ADD)\s", line) else []
+        if not words or any(w.startswith("--from=") for w in words):
+            continue
+        paths = [w for w in words[1:] if not w.startswith("--")]
+        for src in paths[:-1]:
+            sources.append(re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), m.group(0)), src))
+    return sources
+
+
+def check_dockerignore() -> list[str]:
+    problems = []
+    patterns = dockerignore_patterns()
+    sources = copy_sources()
+    if not sources:
+        problems.append("found no COPY instructions in the Dockerfile")
+    for src in sources:
+        if "$" in src:
+            problems.append(f"COPY {src}: unresolved build argument")
+            continue
+        if not (ROOT / src).exists():
+            problems.append(f"COPY {src}: no such file in the repository")
+        if excluded(src, patterns):
+            problems.append(f"COPY {src}: excluded from the build context by .dockerignore")
+    for heavy in ("target", ".git", ".venv", ".ort", ".cache", ".bench", "data"):
+        if not excluded(heavy, patterns):
+            problems.append(f".dockerignore lets {heavy}/ into the build context")
+    print(f"  dockerignore: {len(sources)} COPY sources in the build context; heavy folders kept out")
+    return problems
+
+
+def check_compose(config: dict) -> list[str]:
+    problems = []
+    services = config.get("services", {})
+    for required in ("gateway", "prometheus", "cloud"):
+        if required not in services:
+            problems.append(f"service {required} missing")
+    for name, svc in services.items():
+        for vol in svc.get("volumes", []):
+            if vol.get("type") == "bind" and not Path(vol["source"]).exists():
+                problems.append(f"{name}: bind source {vol['source']} does not exist")
+        if not svc.get("read_only"):
+            problems.append(f"{name}: root filesystem is writable (read_only: true)")
+        if "ALL" not in svc.get("cap_drop", []):
+            problems.append(f"{name}: capabilities not dropped (cap_drop: [ALL])")
+        if not any("no-new-privileges" in o for o in svc.get("security_opt", [])):
+            problems.append(f"{name}: no-new-privileges not set")
+        limits = svc.get("deploy", {}).get("resources", {}).get("limits", {})
+        if not limits.get("memory"):
+            problems.append(f"{name}: no memory limit")
+    gateway = services.get("gateway", {})
+    env = gateway.get("environment", {})
+    for key in ("EDGE_GATEWAY_API_KEY", "EDGE_GATEWAY_ADMIN_KEY", "EDGE_GATEWAY_CLOUD_API_KEY"):
+        if len(env.get(key) or "") < 16:
+            problems.append(f"gateway: {key} missing or shorter than 16 characters")
+    if "healthcheck" not in gateway or "/readyz" not in " ".join(gateway["healthcheck"].get("test", [])):
+        problems.append("gateway: no health check on /readyz")
+    targets = {v.get("target"): v for v in gateway.get("volumes", [])}
+    policies = targets.get("/etc/edge-gateway/policies")
+    if not policies or not Path(policies.get("source", "")).is_dir():
+        problems.append("gateway: policies must be a mounted directory (hot reload follows renames)")
+    for writable in ("/var/lib/edge-gateway", "/var/cache/edge-gateway"):
+        if writable not in targets:
+            problems.append(f"gateway: {writable} has no volume (the root filesystem is read-only)")
+    cloud = services.get("cloud", {})
+    if cloud and cloud.get("profiles") != ["cloud"]:
+        problems.append("cloud: must be in the `cloud` profile only")
+    if cloud and cloud.get("environment", {}).get("EDGE_GATEWAY_API_KEY") != env.get(
+        "EDGE_GATEWAY_CLOUD_API_KEY"
+    ):
+        problems.append("cloud: does not accept the key the gateway sends")
+    print(f"  compose: {len(services)} services checked ({', '.join(sorted(services))})")
+    return problems
+
+
+def main() -> int:
+    if len(sys.argv) != 2 or sys.argv[1] not in ("dockerignore", "compose"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    if sys.argv[1] == "dockerignore":
+        problems = check_dockerignore()
+    else:
+        problems = check_compose(json.load(sys.stdin))
+    for p in problems:
+        print(f"  FAIL {p}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

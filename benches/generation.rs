@@ -19,6 +19,7 @@ use edge_gateway::engine::package::ModelPackage;
 use edge_gateway::engine::runner::{Runner, RunnerOptions};
 use edge_gateway::engine::runtime;
 use edge_gateway::engine::sampling::argmax;
+use edge_gateway::engine::slots::SlotPool;
 use edge_gateway::engine::tokenizer::TextTokenizer;
 
 /// Sentence whose token ids are repeated to build the benchmark prompt.
@@ -33,6 +34,8 @@ struct Args {
     threads: usize,
     /// When set: TTFT of a request whose system prompt of this many tokens is cached vs cold.
     cached_prefix: Option<usize>,
+    /// When set: decode this many sequences together through the batched slot path.
+    batch: Option<usize>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -43,6 +46,7 @@ fn parse_args() -> Result<Args, String> {
         runs: 3,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         cached_prefix: None,
+        batch: None,
     };
     // `cargo test --all-targets` runs this without `--bench`: do a quick smoke run instead.
     if !std::env::args().any(|a| a == "--bench") {
@@ -76,6 +80,7 @@ fn parse_args() -> Result<Args, String> {
                         .map_err(|e| format!("{e}"))?,
                 )
             }
+            "--batch" => args.batch = Some(value("--batch")?.parse().map_err(|e| format!("{e}"))?),
             // cargo bench passes --bench to harness=false targets.
             "--bench" => {}
             other => return Err(format!("unknown argument {other}")),
@@ -179,6 +184,56 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Decode throughput of `batch` sequences stepped together through the slot pool (the path
+/// the scheduler uses for shared-buffer models), without HTTP or scheduling around it.
+fn batched_decode(
+    runner: &mut Runner,
+    prompt: &[u32],
+    batch: usize,
+    args: &Args,
+) -> Result<(), String> {
+    let e = |e: edge_gateway::engine::InferenceError| e.to_string();
+    let capacity = prompt.len() + args.decode_tokens + 1;
+    let mut pool = SlotPool::new(runner.layout(), batch, capacity);
+    let mut logits = Vec::new();
+    let mut rates = Vec::new();
+    for run in 0..=args.runs {
+        let mut tokens = Vec::with_capacity(batch);
+        for slot in 0..batch {
+            pool.reset(slot);
+            runner
+                .prefill_slot(&mut pool, slot, prompt, &mut logits)
+                .map_err(e)?;
+            tokens.push(argmax(&logits));
+        }
+        let t = Instant::now();
+        for _ in 1..args.decode_tokens {
+            runner
+                .decode_slots(&mut pool, &tokens, &mut logits)
+                .map_err(e)?;
+            let vocab = logits.len() / batch;
+            for (i, token) in tokens.iter_mut().enumerate() {
+                *token = argmax(&logits[i * vocab..(i + 1) * vocab]);
+            }
+        }
+        let rate = (batch * (args.decode_tokens - 1)) as f64 / t.elapsed().as_secs_f64();
+        if run > 0 {
+            println!("run {run}: batch {batch}: {rate:.1} tok/s aggregate");
+            rates.push(rate);
+        }
+    }
+    let rate = median(rates);
+    println!(
+        "batch {batch}, prompt {} tokens, decode {} tokens, median of {} runs: {rate:.1} tok/s aggregate",
+        args.prompt_tokens, args.decode_tokens, args.runs
+    );
+    println!(
+        "{}",
+        serde_json::json!({"batch": batch, "aggregate_decode_tok_s": rate})
+    );
+    Ok(())
+}
+
 fn main() {
     if let Err(e) = run() {
         eprintln!("generation bench: {e}");
@@ -222,6 +277,9 @@ fn run() -> Result<(), String> {
         );
     }
     let capacity = prompt.len() + args.decode_tokens;
+    if let Some(batch) = args.batch {
+        return batched_decode(&mut runner, &prompt, batch, &args);
+    }
 
     let mut logits = Vec::new();
     let mut ttfts = Vec::new();

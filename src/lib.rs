@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod engine;
+pub mod loadtest;
 pub mod review;
 pub mod routing;
 pub mod telemetry;

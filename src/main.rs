@@ -49,6 +49,57 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Drive an OpenAI-compatible server with concurrent streaming requests and report TTFT,
+    /// inter-token latency and tokens/s.
+    Loadtest(LoadtestArgs),
+}
+
+#[derive(clap::Args)]
+struct LoadtestArgs {
+    /// Base URL of the API, ending in /v1.
+    #[arg(long, default_value = "http://127.0.0.1:8080/v1")]
+    url: String,
+    /// Model name to request.
+    #[arg(long, default_value = "edge-tiny-genai")]
+    model: String,
+    /// Bearer key; defaults to the EDGE_GATEWAY_LOADTEST_API_KEY environment variable.
+    #[arg(long, env = "EDGE_GATEWAY_LOADTEST_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Concurrent streams.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Total requests (default: run for --duration).
+    #[arg(long)]
+    requests: Option<usize>,
+    /// Seconds to run when --requests is not given.
+    #[arg(long, default_value_t = 30.0)]
+    duration: f64,
+    /// Prompt length in tokens (sent as token ids to /completions; about that many words for chat).
+    #[arg(long, default_value_t = 64)]
+    prompt_tokens: usize,
+    /// Tokens to generate per request.
+    #[arg(long, default_value_t = 64)]
+    max_tokens: usize,
+    /// Share (0-1) of requests that start with the same half-prompt (a shared system prompt).
+    #[arg(long, default_value_t = 0.0)]
+    shared_prefix_ratio: f64,
+    /// Use /chat/completions with word prompts instead of token ids to /completions.
+    #[arg(long)]
+    chat: bool,
+    /// Let the model stop at EOS (by default every request generates --max-tokens).
+    #[arg(long)]
+    allow_eos: bool,
+    /// Token ids for generated prompts are drawn from this half-open range.
+    #[arg(long, default_value = "100..1000")]
+    token_id_range: String,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Subcommand)]
@@ -98,6 +149,7 @@ fn run() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Loadtest(args) => loadtest(args),
         Command::Serve { config, model } => {
             let mut settings = Settings::load(config.as_deref())?;
             if let Some(dir) = model {
@@ -191,4 +243,43 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
             .await
             .context("HTTP server")
     })
+}
+
+fn loadtest(args: LoadtestArgs) -> anyhow::Result<()> {
+    let (floor, ceiling) = args
+        .token_id_range
+        .split_once("..")
+        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+        .ok_or_else(|| anyhow::anyhow!("--token-id-range must look like 100..1000"))?;
+    anyhow::ensure!(
+        args.duration.is_finite() && args.duration > 0.0,
+        "--duration must be positive"
+    );
+    let options = edge_gateway::loadtest::LoadTestOptions {
+        url: args.url,
+        model: args.model,
+        api_key: args.api_key,
+        concurrency: args.concurrency,
+        requests: args.requests,
+        duration: std::time::Duration::from_secs_f64(args.duration),
+        prompt_tokens: args.prompt_tokens,
+        max_tokens: args.max_tokens,
+        shared_prefix_ratio: args.shared_prefix_ratio,
+        chat: args.chat,
+        ignore_eos: !args.allow_eos,
+        id_floor: floor,
+        id_ceiling: ceiling,
+        seed: args.seed,
+        progress: !args.quiet,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(edge_gateway::loadtest::run(options))?;
+    println!("{report}");
+    if let Some(path) = args.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
 }

@@ -90,6 +90,8 @@ struct RawEngine {
     max_queue: usize,
     max_concurrent_sequences: usize,
     prefill_chunk_tokens: usize,
+    memory_budget_bytes: u64,
+    runtime_overhead_bytes: u64,
     default_max_tokens: usize,
     max_stop_sequences: usize,
     retry_after_secs: u64,
@@ -136,6 +138,9 @@ engine:
   max_queue: 64
   max_concurrent_sequences: 8
   prefill_chunk_tokens: 128
+  # 0: the cgroup memory limit, else physical RAM.
+  memory_budget_bytes: 0
+  runtime_overhead_bytes: 536870912
   default_max_tokens: 256
   max_stop_sequences: 4
   retry_after_secs: 1
@@ -213,6 +218,10 @@ pub struct EngineSettings {
     pub max_concurrent_sequences: usize,
     /// Longest prompt slice prefilled between two decode steps while other sequences run.
     pub prefill_chunk_tokens: usize,
+    /// Memory the gateway may use; `None` means the detected limit (cgroup, else RAM).
+    pub memory_budget_bytes: Option<u64>,
+    /// Reserved for ONNX Runtime arenas, HTTP buffers and the rest of the process.
+    pub runtime_overhead_bytes: u64,
     pub default_max_tokens: usize,
     pub max_stop_sequences: usize,
     pub retry_after_secs: u64,
@@ -416,6 +425,9 @@ impl RawSettings {
                 max_queue: self.engine.max_queue,
                 max_concurrent_sequences: self.engine.max_concurrent_sequences,
                 prefill_chunk_tokens: self.engine.prefill_chunk_tokens,
+                memory_budget_bytes: (self.engine.memory_budget_bytes > 0)
+                    .then_some(self.engine.memory_budget_bytes),
+                runtime_overhead_bytes: self.engine.runtime_overhead_bytes,
                 default_max_tokens: self.engine.default_max_tokens,
                 max_stop_sequences: self.engine.max_stop_sequences,
                 retry_after_secs: self.engine.retry_after_secs,

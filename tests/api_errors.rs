@@ -168,6 +168,7 @@ async fn full_queue_answers_429_with_retry_after() {
         GENAI_MODEL,
         &[
             ("EDGE_GATEWAY__ENGINE__WORKERS", "1"),
+            ("EDGE_GATEWAY__ENGINE__MAX_CONCURRENT_SEQUENCES", "1"),
             ("EDGE_GATEWAY__ENGINE__MAX_QUEUE", "1"),
         ],
     )
@@ -179,7 +180,14 @@ async fn full_queue_answers_429_with_retry_after() {
         let url = gw.url("/v1/completions");
         let body = body.clone();
         tokio::spawn(async move {
-            let r = client.post(url).json(&body).send().await.expect("request");
+            // Restricted: no cloud fallback to shed to, so a full edge must answer 429.
+            let r = client
+                .post(url)
+                .header("x-data-classification", "restricted")
+                .json(&body)
+                .send()
+                .await
+                .expect("request");
             let status = r.status().as_u16();
             let retry = r
                 .headers()

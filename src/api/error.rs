@@ -26,6 +26,8 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("the server is at capacity; retry shortly")]
     QueueFull { retry_after_secs: u64 },
+    #[error("the edge model's KV cache budget is fully reserved; retry shortly")]
+    MemoryFull { retry_after_secs: u64 },
     #[error("the model is still loading; retry shortly")]
     NotReady { retry_after_secs: u64 },
     #[error("no route for {method} {path}")]
@@ -127,6 +129,7 @@ impl ApiError {
                 ("invalid_request_error", None, Some("request_too_large"))
             }
             ApiError::QueueFull { .. } => ("rate_limit_error", None, Some("queue_full")),
+            ApiError::MemoryFull { .. } => ("rate_limit_error", None, Some("kv_budget_exhausted")),
             ApiError::NotReady { .. } => ("server_error", None, Some("model_loading")),
             ApiError::RouteNotFound { .. } => ("invalid_request_error", None, Some("unknown_url")),
             ApiError::MethodNotAllowed(_) => {
@@ -163,9 +166,9 @@ impl ApiError {
 
     fn retry_after(&self) -> Option<u64> {
         match self {
-            ApiError::QueueFull { retry_after_secs } | ApiError::NotReady { retry_after_secs } => {
-                Some(*retry_after_secs)
-            }
+            ApiError::QueueFull { retry_after_secs }
+            | ApiError::MemoryFull { retry_after_secs }
+            | ApiError::NotReady { retry_after_secs } => Some(*retry_after_secs),
             ApiError::Upstream(c) => c.retry_after_secs,
             ApiError::RouteUnavailable(_) => Some(5),
             ApiError::Review(e) => e.openai_parts().4,
@@ -185,7 +188,9 @@ impl ResponseError for ApiError {
             ApiError::ModelNotFound(_) | ApiError::RouteNotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::QueueFull { .. } | ApiError::MemoryFull { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Upstream(c) => {

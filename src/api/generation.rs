@@ -130,17 +130,24 @@ pub(super) async fn run_edge(
         params: prepared.params.clone(),
         events: tx,
         enqueued_at: Instant::now(),
+        reservation: None,
     };
     if let Err(e) = prepared.engine.submit(request) {
         let err = match e {
             SubmitError::QueueFull => ApiError::QueueFull {
                 retry_after_secs: state.settings.engine.retry_after_secs,
             },
+            SubmitError::MemoryFull => ApiError::MemoryFull {
+                retry_after_secs: state.settings.engine.retry_after_secs,
+            },
             SubmitError::Stopped => ApiError::NotReady {
                 retry_after_secs: state.settings.engine.retry_after_secs,
             },
         };
-        metrics::record_error("queue_full");
+        metrics::record_error(match err {
+            ApiError::MemoryFull { .. } => "kv_budget_full",
+            _ => "queue_full",
+        });
         return Err((err, guard));
     }
     let response = Response {
@@ -160,6 +167,7 @@ pub(super) async fn run_edge(
 }
 
 /// A tokenized request, ready for routing and then the edge.
+#[derive(Clone)]
 pub(super) struct Prepared {
     pub engine: Arc<Engine>,
     pub model: String,

@@ -18,6 +18,10 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             "model": engine.package().id,
             "execution_provider": state.execution_provider,
             "queue_depth": engine.queue_depth(),
+            "context_length": engine.context_length(),
+            "effective_context": engine.effective_context(),
+            "memory_pressure": engine.memory_pressure(),
+            "kv_budget_bytes": engine.kv_budget_bytes(),
         })),
         _ => HttpResponse::ServiceUnavailable()
             .insert_header(("Retry-After", "1"))
@@ -27,6 +31,12 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 
 /// Prometheus text exposition.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    // Sampled per scrape: cheap (one small /proc read) and as fresh as the scrape interval.
+    if let Ok(engine) = state.engine() {
+        let rss = crate::engine::budget::process_rss_bytes().unwrap_or(0);
+        crate::telemetry::metrics::set_process_memory(rss, engine.memory_limit());
+        crate::telemetry::metrics::set_effective_context(engine.effective_context());
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())

@@ -56,11 +56,10 @@ async fn decide(
     let engine = &prepared.engine;
     let estimated = prepared.prompt_ids.len().saturating_add(requested_max);
     let edge = EdgeHealth {
-        // A full queue is not "unavailable": it answers 429 unless a rule sheds on queue_depth.
+        // A full queue is not "unavailable": it answers 429, or a fallback takes the request.
         available: engine.is_ready(),
         queue_depth: engine.queue_depth() as u64,
-        // Measured memory pressure arrives with admission control (issue 5).
-        memory_pressure: 0.0,
+        memory_pressure: engine.memory_pressure(),
         context_limit: engine.context_length() as u64,
     };
     let mut signals = Signals::new(&scores, estimated as u64, model, edge);
@@ -111,7 +110,7 @@ pub(super) async fn dispatch(
     api_key: Option<Arc<str>>,
     spec: GenerationSpec,
     surface: Surface,
-    guard: RequestGuard,
+    mut guard: RequestGuard,
 ) -> Result<HttpResponse, (ApiError, RequestGuard)> {
     let routed = match decide(state, headers, api_key, spec).await {
         Ok(r) => r,
@@ -122,10 +121,32 @@ pub(super) async fn dispatch(
         .chain(routed.decision.fallbacks.iter().cloned())
         .collect();
     let mut last_error = None;
+    // The edge was full and the request was shed: if the fallback fails too, the client gets
+    // the edge's retryable 429 rather than the fallback's failure.
+    let mut edge_busy = None;
     let mut targets = targets.into_iter().peekable();
     while let Some(target) = targets.next() {
         match target {
-            Route::Edge => return run_edge(state, routed.prepared, surface, guard).await,
+            Route::Edge => {
+                if targets.peek().is_none() {
+                    return run_edge(state, routed.prepared, surface, guard).await;
+                }
+                // Another route follows: shed to it when the edge is full right now.
+                match run_edge(state, routed.prepared.clone(), surface, guard).await {
+                    Err((e @ (ApiError::QueueFull { .. } | ApiError::MemoryFull { .. }), g)) => {
+                        let reason = match e {
+                            ApiError::MemoryFull { .. } => "kv_budget_full",
+                            _ => "queue_full",
+                        };
+                        tracing::info!(reason, "edge is full; shedding to the policy's fallback");
+                        metrics::counter!(FALLBACKS_TOTAL, "from" => "edge", "reason" => reason)
+                            .increment(1);
+                        guard = g;
+                        edge_busy = Some(e);
+                    }
+                    other => return other,
+                }
+            }
             Route::Cloud(name) => {
                 match relay(state, &name, &routed.raw, routed.stream, surface).await {
                     Ok(response) => return Ok(response),
@@ -152,7 +173,9 @@ pub(super) async fn dispatch(
         }
     }
     Err((
-        last_error.unwrap_or_else(|| ApiError::Internal("no route could serve the request".into())),
+        edge_busy
+            .or(last_error)
+            .unwrap_or_else(|| ApiError::Internal("no route could serve the request".into())),
         guard,
     ))
 }

@@ -1,6 +1,7 @@
 //! Local inference: ONNX Runtime setup, model packages, KV state, sampling, the generation loop
 //! and the worker pool that owns the sessions.
 
+pub mod budget;
 pub mod chat_template;
 pub mod error;
 pub mod generate;

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
+use super::budget::{KvBudget, KvReservation};
 use super::chat_template::{ChatTemplate, TemplateMessage};
 use super::error::{InferenceError, ModelError};
 pub use super::generate::{FinishReason, GenerationEvent, GenerationParams};
@@ -39,6 +40,10 @@ pub struct EngineOptions {
     pub prefix_cache: Option<PrefixCacheSettings>,
     /// System prompts prefilled and pinned in the prefix cache before the engine is ready.
     pub pinned_system_prompts: Vec<String>,
+    /// Memory the process may use; `None` detects it (cgroup limit, else RAM).
+    pub memory_budget_bytes: Option<usize>,
+    /// Memory kept for ONNX Runtime arenas and everything else outside weights and KV.
+    pub runtime_overhead_bytes: usize,
 }
 
 impl EngineOptions {
@@ -63,6 +68,12 @@ impl EngineOptions {
                 idle: std::time::Duration::from_secs(c.idle_secs),
             }),
             pinned_system_prompts: c.pinned_system_prompts.clone(),
+            memory_budget_bytes: settings
+                .engine
+                .memory_budget_bytes
+                .map(|b| usize::try_from(b).unwrap_or(usize::MAX)),
+            runtime_overhead_bytes: usize::try_from(settings.engine.runtime_overhead_bytes)
+                .unwrap_or(usize::MAX),
         }
     }
 }
@@ -73,6 +84,8 @@ pub struct GenerationRequest {
     pub params: GenerationParams,
     pub events: tokio::sync::mpsc::Sender<GenerationEvent>,
     pub enqueued_at: Instant,
+    /// KV reserved for this request by [`Engine::submit`]; released when it is dropped.
+    pub reservation: Option<KvReservation>,
 }
 
 /// Why a request could not be queued.
@@ -80,6 +93,8 @@ pub struct GenerationRequest {
 pub enum SubmitError {
     #[error("the generation queue is full")]
     QueueFull,
+    #[error("the KV cache budget cannot hold this request now")]
+    MemoryFull,
     #[error("the engine has stopped")]
     Stopped,
 }
@@ -94,6 +109,8 @@ pub struct Engine {
     queued: Arc<AtomicUsize>,
     ready: AtomicBool,
     prefix_cache: Option<Arc<PrefixCache>>,
+    budget: Arc<KvBudget>,
+    memory_limit: usize,
 }
 
 impl Engine {
@@ -131,7 +148,7 @@ impl Engine {
             .map(|settings| Arc::new(PrefixCache::new(settings, &package.version_key())));
         let (queue, jobs) = bounded::<GenerationRequest>(options.max_queue);
         let queued = Arc::new(AtomicUsize::new(0));
-        let (loaded_tx, loaded_rx) = std::sync::mpsc::channel::<Result<(), ModelError>>();
+        let (loaded_tx, loaded_rx) = std::sync::mpsc::channel::<Result<usize, ModelError>>();
         for index in 0..options.workers {
             let worker = Worker {
                 jobs: jobs.clone(),
@@ -157,9 +174,10 @@ impl Engine {
                 })?;
         }
         drop(loaded_tx);
+        let mut kv_bytes_per_token = 0;
         for _ in 0..options.workers {
             match loaded_rx.recv() {
-                Ok(Ok(())) => {}
+                Ok(Ok(bytes)) => kv_bytes_per_token = bytes,
                 Ok(Err(e)) => return Err(e),
                 Err(_) => {
                     return Err(ModelError::Package {
@@ -169,6 +187,7 @@ impl Engine {
                 }
             }
         }
+        let (budget, memory_limit) = kv_budget(&package, options, kv_bytes_per_token)?;
         let engine = Arc::new(Self {
             package,
             tokenizer,
@@ -178,7 +197,10 @@ impl Engine {
             queued,
             ready: AtomicBool::new(false),
             prefix_cache,
+            budget,
+            memory_limit,
         });
+        metrics::set_effective_context(engine.effective_context());
         engine.warm_up()?;
         for prompt in &options.pinned_system_prompts {
             engine.pin_system_prompt(prompt)?;
@@ -249,6 +271,7 @@ impl Engine {
             },
             events: tx,
             enqueued_at: Instant::now(),
+            reservation: None,
         })
         .map_err(|e| self.startup_error(what, e.to_string()))?;
         while let Some(event) = rx.blocking_recv() {
@@ -261,8 +284,12 @@ impl Engine {
         Err(self.startup_error(what, "worker dropped the request".into()))
     }
 
-    /// Queues a generation; fails fast when the queue is full.
-    pub fn submit(&self, request: GenerationRequest) -> Result<(), SubmitError> {
+    /// Reserves the request's KV (prompt plus `max_tokens`) and queues it; fails fast when the
+    /// budget or the queue is full.
+    pub fn submit(&self, mut request: GenerationRequest) -> Result<(), SubmitError> {
+        let tokens = request.prompt_ids.len() + request.params.max_tokens;
+        request.reservation = Some(self.budget.reserve(tokens).ok_or(SubmitError::MemoryFull)?);
+        metrics::set_effective_context(self.effective_context());
         self.queued.fetch_add(1, Ordering::AcqRel);
         match self.queue.try_send(request) {
             Ok(()) => {
@@ -302,9 +329,31 @@ impl Engine {
         &self.package
     }
 
-    /// Effective context length (prompt + completion).
+    /// Longest prompt plus completion this engine serves: the model's context, capped by what
+    /// the whole KV budget holds.
     pub fn context_length(&self) -> usize {
-        self.context_length
+        self.context_length.min(self.budget.capacity_tokens())
+    }
+
+    /// What a request arriving now could get: shrinks while KV is reserved by running and
+    /// queued requests (the dynamic context limit).
+    pub fn effective_context(&self) -> usize {
+        self.context_length().min(self.budget.free_tokens())
+    }
+
+    /// Reserved share of the KV budget, 0–1.
+    pub fn memory_pressure(&self) -> f64 {
+        self.budget.pressure()
+    }
+
+    /// The KV budget in bytes.
+    pub fn kv_budget_bytes(&self) -> usize {
+        self.budget.budget_bytes()
+    }
+
+    /// The process memory budget (configured or detected).
+    pub fn memory_limit(&self) -> usize {
+        self.memory_limit
     }
 
     /// Vocabulary size, for validating token-id prompts.
@@ -343,11 +392,11 @@ impl Worker {
         env: &ort::environment::Environment,
         package: &ModelPackage,
         options: &RunnerOptions,
-        loaded: std::sync::mpsc::Sender<Result<(), ModelError>>,
+        loaded: std::sync::mpsc::Sender<Result<usize, ModelError>>,
     ) {
         let runner = match Runner::load(env, package, options) {
             Ok(runner) => {
-                let _ = loaded.send(Ok(()));
+                let _ = loaded.send(Ok(runner.layout().kv_bytes_per_token()));
                 runner
             }
             Err(e) => {
@@ -365,4 +414,49 @@ impl Worker {
         )
         .run(&self.jobs, &self.queued);
     }
+}
+
+/// Derives the KV budget: memory budget minus the weights each worker session maps, the runtime
+/// overhead and the prefix cache. Returns it with the memory budget it came from.
+fn kv_budget(
+    package: &ModelPackage,
+    options: &EngineOptions,
+    kv_bytes_per_token: usize,
+) -> Result<(Arc<KvBudget>, usize), ModelError> {
+    let limit = options
+        .memory_budget_bytes
+        .or_else(super::budget::detected_memory_limit)
+        .ok_or_else(|| ModelError::Package {
+            dir: package.dir.clone(),
+            message: "cannot detect the memory limit; set engine.memory_budget_bytes".into(),
+        })?;
+    let weights = super::budget::weights_bytes(&package.onnx_file) * options.workers;
+    let prefix_cache = options
+        .prefix_cache
+        .as_ref()
+        .map_or(0, |c| usize::try_from(c.max_bytes).unwrap_or(usize::MAX));
+    let fixed = weights
+        .saturating_add(options.runtime_overhead_bytes)
+        .saturating_add(prefix_cache);
+    let kv = limit.saturating_sub(fixed);
+    // At least one full-context sequence must fit, or the edge could serve nothing.
+    let minimum = kv_bytes_per_token.saturating_mul(64);
+    if kv < minimum {
+        return Err(ModelError::Package {
+            dir: package.dir.clone(),
+            message: format!(
+                "engine.memory_budget_bytes: {limit} bytes leave {kv} for the KV cache after weights ({weights}), runtime overhead ({}) and the prefix cache ({prefix_cache}); at least {minimum} are needed",
+                options.runtime_overhead_bytes
+            ),
+        });
+    }
+    tracing::info!(
+        memory_budget = limit,
+        weights,
+        prefix_cache,
+        kv_budget = kv,
+        kv_bytes_per_token,
+        "KV budget"
+    );
+    Ok((KvBudget::new(kv, kv_bytes_per_token), limit))
 }

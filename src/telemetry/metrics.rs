@@ -31,6 +31,12 @@ pub const PREFIX_CACHE_EVICTIONS_TOTAL: &str = "edge_gateway_prefix_cache_evicti
 pub const MODEL_INFO: &str = "edge_gateway_model_info";
 pub const BATCH_SIZE: &str = "edge_gateway_batch_size";
 pub const KV_CACHE_BYTES: &str = "edge_gateway_kv_cache_bytes";
+pub const KV_RESERVED_BYTES: &str = "edge_gateway_kv_reserved_bytes";
+pub const KV_BUDGET_BYTES: &str = "edge_gateway_kv_budget_bytes";
+pub const MEMORY_PRESSURE_RATIO: &str = "edge_gateway_memory_pressure_ratio";
+pub const PROCESS_RSS_BYTES: &str = "edge_gateway_process_resident_memory_bytes";
+pub const MEMORY_LIMIT_BYTES: &str = "edge_gateway_memory_limit_bytes";
+pub const EFFECTIVE_CONTEXT_TOKENS: &str = "edge_gateway_effective_context_tokens";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -128,6 +134,36 @@ fn describe() {
         "Sequences decoded together per ONNX Runtime decode call"
     );
     describe_gauge!(
+        KV_RESERVED_BYTES,
+        Unit::Bytes,
+        "KV cache bytes reserved by admitted sequences (prompt plus max_tokens each)"
+    );
+    describe_gauge!(
+        KV_BUDGET_BYTES,
+        Unit::Bytes,
+        "KV cache budget: memory budget minus weights, runtime overhead and prefix cache"
+    );
+    describe_gauge!(
+        MEMORY_PRESSURE_RATIO,
+        Unit::Count,
+        "Reserved share of the KV budget (0-1); the memory_pressure routing signal"
+    );
+    describe_gauge!(
+        PROCESS_RSS_BYTES,
+        Unit::Bytes,
+        "Resident set size of the gateway process"
+    );
+    describe_gauge!(
+        MEMORY_LIMIT_BYTES,
+        Unit::Bytes,
+        "Memory budget of the process (configured, cgroup limit or RAM)"
+    );
+    describe_gauge!(
+        EFFECTIVE_CONTEXT_TOKENS,
+        Unit::Count,
+        "Longest prompt plus completion a new request can get now (shrinks as KV is reserved)"
+    );
+    describe_gauge!(
         KV_CACHE_BYTES,
         Unit::Bytes,
         "KV cache bytes holding positions of running sequences"
@@ -153,6 +189,29 @@ fn describe() {
         Unit::Count,
         "Served model, layout and execution provider (value 1)"
     );
+}
+
+/// Publishes KV reservations against the budget.
+pub fn set_kv_reserved(reserved: usize, budget: usize) {
+    gauge!(KV_RESERVED_BYTES).set(reserved as f64);
+    gauge!(KV_BUDGET_BYTES).set(budget as f64);
+    let ratio = if budget == 0 {
+        1.0
+    } else {
+        (reserved as f64 / budget as f64).min(1.0)
+    };
+    gauge!(MEMORY_PRESSURE_RATIO).set(ratio);
+}
+
+/// Publishes process memory (sampled when metrics are scraped).
+pub fn set_process_memory(rss: usize, limit: usize) {
+    gauge!(PROCESS_RSS_BYTES).set(rss as f64);
+    gauge!(MEMORY_LIMIT_BYTES).set(limit as f64);
+}
+
+/// Publishes the context a new request can get now.
+pub fn set_effective_context(tokens: usize) {
+    gauge!(EFFECTIVE_CONTEXT_TOKENS).set(tokens as f64);
 }
 
 /// Records the number of sequences in one decode call.

@@ -8,6 +8,8 @@
     reason = "a broken harness should fail the test loudly"
 )]
 
+pub mod fake_cloud;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -9,7 +9,7 @@ BENCH_MODEL ?= .bench/bench-250m-genai
 SDK_PY      := .venv/sdk/bin/python
 SDK_STAMP   := .venv/sdk/.installed
 
-.PHONY: ort sdk run test lint bench models bench-model deploy-check image
+.PHONY: ort sdk tools run test lint bench models bench-model deploy-check image
 
 ## ONNX Runtime shared library from the pinned PyPI wheel (no Python install needed at run time).
 ort: $(ORT_LIB)
@@ -33,12 +33,16 @@ $(SDK_STAMP): tests/sdk/requirements.txt
 	$(SDK_PY) -m pip install --quiet -r tests/sdk/requirements.txt
 	touch $(SDK_STAMP)
 
+## Validation tools (promtool, docker-compose, helm SDK, linters) in .cache/deploy and .venv/deploy.
+tools:
+	bash deploy/validate.sh --provision-only
+
 ## Serve the embedded default model on 127.0.0.1:8080 (override with EDGE_GATEWAY__SERVER__LISTEN).
 run: ort
 	cargo run --release --bin edge-gateway -- serve --model $(MODEL)
 
 ## Everything CI runs: formatting, lints, unit + integration tests, deployment checks.
-test: ort sdk
+test: ort sdk tools
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	cargo test --all-targets

@@ -88,6 +88,10 @@ mkdir -p "$TOOLS"
 provision_python
 provision_compose
 provision_promtool
+# `make tools` provisions before `cargo test`, whose metrics test runs promtool.
+if [[ ${1:-} == --provision-only ]]; then
+    exit 0
+fi
 
 gateway_bin=${EDGE_GATEWAY_BIN:-}
 if [[ -z $gateway_bin ]]; then

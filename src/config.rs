@@ -66,6 +66,7 @@ struct RawServer {
     http_workers: usize,
     client_request_timeout_ms: u64,
     keep_alive_secs: u64,
+    shutdown_timeout_secs: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,6 +130,7 @@ server:
   http_workers: 2
   client_request_timeout_ms: 10000
   keep_alive_secs: 30
+  shutdown_timeout_secs: 30
 runtime:
   intra_threads: 0
 model:
@@ -190,6 +192,9 @@ pub struct ServerSettings {
     pub http_workers: usize,
     pub client_request_timeout_ms: u64,
     pub keep_alive_secs: u64,
+    /// On SIGTERM/SIGINT: stop accepting, let in-flight requests and streams finish for this
+    /// long, then cancel what is left.
+    pub shutdown_timeout_secs: u64,
 }
 
 /// Where ONNX Runtime comes from and how it threads.
@@ -406,6 +411,7 @@ impl RawSettings {
                 http_workers: self.server.http_workers,
                 client_request_timeout_ms: self.server.client_request_timeout_ms,
                 keep_alive_secs: self.server.keep_alive_secs,
+                shutdown_timeout_secs: self.server.shutdown_timeout_secs,
             },
             runtime: RuntimeSettings {
                 ort_dylib_path: self

@@ -237,11 +237,16 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
                 server_settings.client_request_timeout_ms,
             ))
             .keep_alive(Duration::from_secs(server_settings.keep_alive_secs))
+            // actix handles SIGTERM/SIGINT: stop accepting, wait this long for in-flight
+            // requests (streams included), then drop them, which cancels their generations.
+            .shutdown_timeout(server_settings.shutdown_timeout_secs)
             .bind(server_settings.listen)
             .with_context(|| format!("cannot listen on {}", server_settings.listen))?
             .run()
             .await
-            .context("HTTP server")
+            .context("HTTP server")?;
+        tracing::info!("HTTP server stopped; in-flight requests finished or cancelled");
+        Ok(())
     })
 }
 

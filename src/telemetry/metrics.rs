@@ -133,6 +133,41 @@ fn describe() {
         Unit::Count,
         "Sequences decoded together per ONNX Runtime decode call"
     );
+    describe_counter!(
+        PROMPT_TOKENS_CACHED_TOTAL,
+        Unit::Count,
+        "Prompt tokens whose KV came from the prefix cache instead of prefill"
+    );
+    describe_counter!(
+        PREFIX_CACHE_LOOKUPS_TOTAL,
+        Unit::Count,
+        "Prefix cache lookups (one per cacheable request)"
+    );
+    describe_counter!(
+        PREFIX_CACHE_HITS_TOTAL,
+        Unit::Count,
+        "Prefix cache lookups that restored at least one block"
+    );
+    describe_counter!(
+        PREFIX_CACHE_HIT_TOKENS_TOTAL,
+        Unit::Count,
+        "Prompt tokens restored from the prefix cache"
+    );
+    describe_gauge!(
+        PREFIX_CACHE_BYTES,
+        Unit::Bytes,
+        "Bytes of KV blocks held by the prefix cache"
+    );
+    describe_gauge!(
+        PREFIX_CACHE_PINNED_BYTES,
+        Unit::Bytes,
+        "Bytes of pinned system-prompt KV blocks (never evicted)"
+    );
+    describe_counter!(
+        PREFIX_CACHE_EVICTIONS_TOTAL,
+        Unit::Count,
+        "KV blocks evicted from the prefix cache"
+    );
     describe_gauge!(
         KV_RESERVED_BYTES,
         Unit::Bytes,

@@ -191,9 +191,13 @@ impl<'t> Scheduler<'t> {
             }
         }
         let decoding = running.iter().filter(|s| s.is_decoding()).count();
+        // Oldest first: slots are reordered when sequences leave, arrival order is not.
         if let Some(i) = running
             .iter()
-            .position(|s| !s.is_decoding() && !s.prompt_remaining().is_empty())
+            .enumerate()
+            .filter(|(_, s)| !s.is_decoding() && !s.prompt_remaining().is_empty())
+            .min_by_key(|(_, s)| s.request.enqueued_at)
+            .map(|(i, _)| i)
         {
             let limit = if decoding > 0 {
                 self.limits.prefill_chunk

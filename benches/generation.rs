@@ -252,6 +252,7 @@ fn run() -> Result<(), String> {
         &RunnerOptions {
             intra_threads: args.threads,
             optimized_graph_dir: None,
+            ..RunnerOptions::default()
         },
     )
     .map_err(|e| e.to_string())?;

@@ -82,6 +82,18 @@ struct RawModel {
     path: String,
     id: Option<String>,
     context_length: Option<usize>,
+    #[serde(default)]
+    execution_providers: Option<Vec<RawProvider>>,
+    #[serde(default)]
+    require_accelerator: bool,
+}
+
+/// `- cuda` or `- {kind: cuda, device_id: 0}`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawProvider {
+    Name(String),
+    Full(serde_json::Value),
 }
 
 #[derive(Debug, Deserialize)]
@@ -211,6 +223,10 @@ pub struct ModelSettings {
     pub path: PathBuf,
     pub id: Option<String>,
     pub context_length: Option<usize>,
+    /// Providers in order of preference; the first that attaches runs the model.
+    pub execution_providers: Vec<crate::engine::providers::ProviderSettings>,
+    /// Fail startup when the first provider does not attach (instead of falling back).
+    pub require_accelerator: bool,
 }
 
 /// Generation worker pool and request limits.
@@ -306,7 +322,7 @@ impl Settings {
 }
 
 impl RawSettings {
-    fn validate(self) -> Result<Settings, ConfigError> {
+    fn validate(mut self) -> Result<Settings, ConfigError> {
         let listen = self.server.listen.parse::<SocketAddr>().map_err(|e| {
             invalid(
                 "server.listen",
@@ -348,6 +364,13 @@ impl RawSettings {
         }
         if self.model.path.trim().is_empty() {
             return Err(invalid("model.path", "must not be empty"));
+        }
+        let execution_providers = parse_providers(self.model.execution_providers.take())?;
+        if self.model.require_accelerator && !execution_providers[0].is_accelerator() {
+            return Err(invalid(
+                "model.require_accelerator",
+                "the first of model.execution_providers must be an accelerator (cuda, tensorrt, openvino)",
+            ));
         }
         if let Some(id) = &self.model.id {
             if id.trim().is_empty() {
@@ -425,6 +448,8 @@ impl RawSettings {
                 path: PathBuf::from(self.model.path),
                 id: self.model.id,
                 context_length: self.model.context_length,
+                execution_providers,
+                require_accelerator: self.model.require_accelerator,
             },
             engine: EngineSettings {
                 workers: self.engine.workers,
@@ -461,6 +486,32 @@ impl RawSettings {
             },
         })
     }
+}
+
+/// `model.execution_providers`: names or option maps, checked as a list.
+fn parse_providers(
+    raw: Option<Vec<RawProvider>>,
+) -> Result<Vec<crate::engine::providers::ProviderSettings>, ConfigError> {
+    use crate::engine::providers::{validate_list, ProviderSettings};
+    let Some(raw) = raw else {
+        return Ok(vec![ProviderSettings::default()]);
+    };
+    let mut list = Vec::with_capacity(raw.len());
+    for (i, entry) in raw.into_iter().enumerate() {
+        let value = match entry {
+            RawProvider::Name(name) => serde_json::json!({ "kind": name }),
+            RawProvider::Full(value) => value,
+        };
+        let provider: ProviderSettings = serde_json::from_value(value).map_err(|e| {
+            invalid(
+                "model.execution_providers",
+                format!("[{i}]: {e} (kinds: cpu, cuda, tensorrt, openvino)"),
+            )
+        })?;
+        list.push(provider);
+    }
+    validate_list(&list).map_err(|e| invalid("model.execution_providers", e))?;
+    Ok(list)
 }
 
 #[cfg(test)]

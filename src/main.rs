@@ -209,12 +209,12 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
         .spawn(move || match Engine::start(env, package, &options) {
             Ok(engine) => {
                 let p = engine.package();
-                metrics::set_model_info(&p.id, p.layout_name(), loader_state.execution_provider);
+                metrics::set_model_info(&p.id, p.layout_name(), engine.execution_provider());
                 tracing::info!(
                     model = %p.id,
                     layout = p.layout_name(),
                     context_length = engine.context_length(),
-                    execution_provider = loader_state.execution_provider,
+                    execution_provider = engine.execution_provider(),
                     ready_after_ms = started.elapsed().as_millis() as u64,
                     "model loaded and warmed; ready"
                 );

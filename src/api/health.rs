@@ -16,7 +16,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         Ok(engine) if engine.is_ready() => HttpResponse::Ok().json(json!({
             "status": "ready",
             "model": engine.package().id,
-            "execution_provider": state.execution_provider,
+            "execution_provider": engine.execution_provider(),
             "queue_depth": engine.queue_depth(),
             "context_length": engine.context_length(),
             "effective_context": engine.effective_context(),

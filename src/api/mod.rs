@@ -44,7 +44,6 @@ pub struct AppState {
     /// API keys, scopes and per-key rate limits.
     pub auth: Authenticator,
     pub metrics: PrometheusHandle,
-    pub execution_provider: &'static str,
     pub started_unix: u64,
 }
 
@@ -72,7 +71,6 @@ impl AppState {
             reviews,
             auth,
             metrics,
-            execution_provider: "cpu",
             started_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),

@@ -18,7 +18,7 @@ fn card(state: &AppState) -> Result<ModelCard, ApiError> {
         metadata: json!({
             "layout": package.layout_name(),
             "context_length": engine.context_length(),
-            "execution_provider": state.execution_provider,
+            "execution_provider": engine.execution_provider(),
             "path": package.dir.display().to_string(),
         }),
     })

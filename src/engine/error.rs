@@ -15,6 +15,11 @@ pub enum ModelError {
     File { file: PathBuf, message: String },
     #[error("{file}: ONNX Runtime could not load the model: {message}")]
     Session { file: PathBuf, message: String },
+    #[error("execution provider {provider} is required (model.require_accelerator: true) but did not attach: {reason}")]
+    ProviderRequired {
+        provider: &'static str,
+        reason: String,
+    },
 }
 
 /// A generation failed after the model was loaded.

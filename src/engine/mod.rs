@@ -7,6 +7,7 @@ pub mod error;
 pub mod generate;
 pub mod layout;
 pub mod package;
+pub mod providers;
 pub mod runner;
 pub mod runtime;
 pub mod sampling;

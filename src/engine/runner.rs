@@ -17,6 +17,7 @@ use ort::value::{DynValue, Tensor};
 use super::error::{InferenceError, ModelError};
 use super::layout::{IndexType, KvMode, ModelLayout};
 use super::package::ModelPackage;
+use super::providers::ProviderSettings;
 
 /// Session options that matter for speed and start-up.
 #[derive(Debug, Clone, Default)]
@@ -26,6 +27,10 @@ pub struct RunnerOptions {
     pub intra_threads: usize,
     /// Directory for ORT's optimized graph, reused on later starts; `None` disables.
     pub optimized_graph_dir: Option<std::path::PathBuf>,
+    /// Execution providers in order of preference; empty means CPU.
+    pub providers: Vec<ProviderSettings>,
+    /// A failing first provider stops startup instead of falling back.
+    pub require_accelerator: bool,
 }
 
 /// A loaded decoder session plus its discovered layout.
@@ -35,6 +40,8 @@ pub struct Runner {
     pub(super) cpu_output: MemoryInfo<'static>,
     /// Describes KV buffers we own and lend to ORT (see `slots.rs`).
     pub(super) cpu_input: MemoryInfo<'static>,
+    /// The execution provider that actually runs the session.
+    provider: &'static str,
 }
 
 /// The KV cache of one sequence.
@@ -79,9 +86,14 @@ impl Runner {
         package: &ModelPackage,
         options: &RunnerOptions,
     ) -> Result<Self, ModelError> {
-        let session = match &options.optimized_graph_dir {
-            Some(dir) => open_with_graph_cache(env, package, options, dir)?,
-            None => open_session(
+        // A saved optimized graph holds provider-specific fusions: only the CPU path uses it.
+        let first_is_cpu = options
+            .providers
+            .first()
+            .is_none_or(|p| !p.is_accelerator());
+        let (session, provider) = match &options.optimized_graph_dir {
+            Some(dir) if first_is_cpu => open_with_graph_cache(env, package, options, dir)?,
+            _ => open_session(
                 env,
                 &package.onnx_file,
                 options,
@@ -115,6 +127,7 @@ impl Runner {
             layout,
             cpu_output,
             cpu_input,
+            provider,
         })
     }
 
@@ -122,6 +135,11 @@ impl Runner {
     /// shared-buffer (GroupQueryAttention) graphs take right-padded batches of slots.
     pub fn supports_batching(&self) -> bool {
         self.layout.kv_mode == KvMode::SharedBuffer
+    }
+
+    /// The execution provider running this session (`cpu`, `cuda`, `tensorrt`, `openvino`).
+    pub fn execution_provider(&self) -> &'static str {
+        self.provider
     }
 
     /// The discovered layout.
@@ -379,18 +397,81 @@ impl Runner {
     }
 }
 
-/// Creates a session for `file`; `save_optimized` makes ORT write its optimized graph there.
+/// Creates a session for `file` on the first of `options.providers` that attaches, falling
+/// back down the list (loudly) unless `require_accelerator` forbids it. Returns the session and
+/// the provider that runs it.
 fn open_session(
     env: &ort::environment::Environment,
     file: &Path,
     options: &RunnerOptions,
     level: GraphOptimizationLevel,
     save_optimized: Option<&Path>,
-) -> Result<Session, ModelError> {
-    let err = |e: String| ModelError::Session {
-        file: file.to_path_buf(),
-        message: e,
+) -> Result<(Session, &'static str), ModelError> {
+    let default = [ProviderSettings::default()];
+    let listed: &[ProviderSettings] = if options.providers.is_empty() {
+        &default
+    } else {
+        &options.providers
     };
+    let mut failed: Vec<(&'static str, String)> = Vec::new();
+    for (i, provider) in listed.iter().enumerate() {
+        match open_with_provider(env, file, options, level, save_optimized, provider) {
+            Ok(session) => {
+                if !failed.is_empty() {
+                    tracing::warn!(provider = provider.kind(), skipped = ?failed, "running on a fallback execution provider");
+                }
+                return Ok((session, provider.kind()));
+            }
+            Err(reason) if !provider.is_accelerator() => {
+                return Err(ModelError::Session {
+                    file: file.to_path_buf(),
+                    message: reason,
+                });
+            }
+            Err(reason) => {
+                if i == 0 && options.require_accelerator {
+                    return Err(ModelError::ProviderRequired {
+                        provider: provider.kind(),
+                        reason,
+                    });
+                }
+                tracing::error!(provider = provider.kind(), reason = %reason, "execution provider did not attach; trying the next one");
+                failed.push((provider.kind(), reason));
+            }
+        }
+    }
+    // Every listed accelerator failed and cpu was not listed: ORT's own CPU provider still works.
+    tracing::error!(skipped = ?failed, "no listed execution provider attached; running on cpu");
+    open_with_provider(env, file, options, level, save_optimized, &default[0])
+        .map(|s| (s, "cpu"))
+        .map_err(|message| ModelError::Session {
+            file: file.to_path_buf(),
+            message,
+        })
+}
+
+/// Which wheel carries a provider's library.
+fn ort_library_hint(provider: &ProviderSettings) -> &'static str {
+    match provider {
+        ProviderSettings::Cuda { .. } | ProviderSettings::Tensorrt { .. } => {
+            "the onnxruntime-gpu wheel provides CUDA and TensorRT"
+        }
+        ProviderSettings::Openvino { .. } => "the onnxruntime-openvino wheel provides OpenVINO",
+        ProviderSettings::Cpu { .. } => "every build has it",
+    }
+}
+
+/// Creates a session for `file` on `provider`; `save_optimized` makes ORT write its optimized
+/// graph there. An accelerator's failure is returned as text so the caller can fall back.
+fn open_with_provider(
+    env: &ort::environment::Environment,
+    file: &Path,
+    options: &RunnerOptions,
+    level: GraphOptimizationLevel,
+    save_optimized: Option<&Path>,
+    provider: &ProviderSettings,
+) -> Result<Session, String> {
+    let err = |e: String| e;
     let threads = match options.intra_threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -401,6 +482,40 @@ fn open_session(
         .map_err(|e| err(e.to_string()))?
         .with_intra_threads(threads)
         .map_err(|e| err(e.to_string()))?;
+    match provider {
+        ProviderSettings::Cpu {
+            arena,
+            spinning,
+            inter_threads,
+        } => {
+            builder = builder
+                .with_execution_providers([ort::ep::CPU::default()
+                    .with_arena_allocator(*arena)
+                    .build()
+                    .error_on_failure()])
+                .map_err(|e| err(e.to_string()))?
+                .with_intra_op_spinning(*spinning)
+                .map_err(|e| err(e.to_string()))?;
+            if *inter_threads > 0 {
+                builder = builder
+                    .with_inter_threads(*inter_threads)
+                    .map_err(|e| err(e.to_string()))?;
+            }
+        }
+        accelerator => {
+            if !accelerator.is_compiled_in()? {
+                return Err(format!(
+                    "the ONNX Runtime library in use does not include it ({}); see README, \"Execution providers\", for the library to install",
+                    ort_library_hint(accelerator)
+                ));
+            }
+            if let Some(dispatch) = accelerator.dispatch(None) {
+                builder = builder
+                    .with_execution_providers([dispatch])
+                    .map_err(|e| err(e.to_string()))?;
+            }
+        }
+    }
     if let Some(path) = save_optimized {
         // Weights go to a data file beside the optimized graph; otherwise ORT keeps references
         // to the package's external data relative to the wrong directory.
@@ -432,7 +547,7 @@ fn open_with_graph_cache(
     package: &ModelPackage,
     options: &RunnerOptions,
     dir: &Path,
-) -> Result<Session, ModelError> {
+) -> Result<(Session, &'static str), ModelError> {
     let mut h = std::hash::DefaultHasher::new();
     std::hash::Hash::hash(&package.version_key(), &mut h);
     let cached = dir.join(format!(

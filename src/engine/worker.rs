@@ -58,6 +58,8 @@ impl EngineOptions {
             runner: RunnerOptions {
                 intra_threads: settings.runtime.intra_threads,
                 optimized_graph_dir: c.optimized_graph_dir.clone(),
+                providers: settings.model.execution_providers.clone(),
+                require_accelerator: settings.model.require_accelerator,
             },
             context_length: settings.model.context_length,
             prefix_cache: c.enabled.then(|| PrefixCacheSettings {
@@ -111,6 +113,7 @@ pub struct Engine {
     prefix_cache: Option<Arc<PrefixCache>>,
     budget: Arc<KvBudget>,
     memory_limit: usize,
+    execution_provider: &'static str,
 }
 
 impl Engine {
@@ -148,7 +151,8 @@ impl Engine {
             .map(|settings| Arc::new(PrefixCache::new(settings, &package.version_key())));
         let (queue, jobs) = bounded::<GenerationRequest>(options.max_queue);
         let queued = Arc::new(AtomicUsize::new(0));
-        let (loaded_tx, loaded_rx) = std::sync::mpsc::channel::<Result<usize, ModelError>>();
+        let (loaded_tx, loaded_rx) =
+            std::sync::mpsc::channel::<Result<(usize, &'static str), ModelError>>();
         for index in 0..options.workers {
             let worker = Worker {
                 jobs: jobs.clone(),
@@ -175,9 +179,13 @@ impl Engine {
         }
         drop(loaded_tx);
         let mut kv_bytes_per_token = 0;
+        let mut execution_provider = "cpu";
         for _ in 0..options.workers {
             match loaded_rx.recv() {
-                Ok(Ok(bytes)) => kv_bytes_per_token = bytes,
+                Ok(Ok((bytes, provider))) => {
+                    kv_bytes_per_token = bytes;
+                    execution_provider = provider;
+                }
                 Ok(Err(e)) => return Err(e),
                 Err(_) => {
                     return Err(ModelError::Package {
@@ -199,6 +207,7 @@ impl Engine {
             prefix_cache,
             budget,
             memory_limit,
+            execution_provider,
         });
         metrics::set_effective_context(engine.effective_context());
         engine.warm_up()?;
@@ -351,6 +360,11 @@ impl Engine {
         self.budget.budget_bytes()
     }
 
+    /// The execution provider that actually runs the model.
+    pub fn execution_provider(&self) -> &'static str {
+        self.execution_provider
+    }
+
     /// The process memory budget (configured or detected).
     pub fn memory_limit(&self) -> usize {
         self.memory_limit
@@ -392,11 +406,14 @@ impl Worker {
         env: &ort::environment::Environment,
         package: &ModelPackage,
         options: &RunnerOptions,
-        loaded: std::sync::mpsc::Sender<Result<usize, ModelError>>,
+        loaded: std::sync::mpsc::Sender<Result<(usize, &'static str), ModelError>>,
     ) {
         let runner = match Runner::load(env, package, options) {
             Ok(runner) => {
-                let _ = loaded.send(Ok(runner.layout().kv_bytes_per_token()));
+                let _ = loaded.send(Ok((
+                    runner.layout().kv_bytes_per_token(),
+                    runner.execution_provider(),
+                )));
                 runner
             }
             Err(e) => {

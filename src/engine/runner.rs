@@ -361,7 +361,7 @@ impl Runner {
 }
 
 /// Creates a session for `file`; `save_optimized` makes ORT write its optimized graph there.
-fn open_session(
+pub(crate) fn open_session(
     env: &ort::environment::Environment,
     file: &Path,
     options: &RunnerOptions,

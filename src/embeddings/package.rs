@@ -61,6 +61,18 @@ pub struct EmbeddingPackage {
 }
 
 impl EmbeddingPackage {
+    /// Identifies the weights for caches: id plus the model file's size and mtime, so a replaced
+    /// file never reuses vectors computed with the old one.
+    pub fn version_key(&self) -> String {
+        let meta = std::fs::metadata(&self.onnx_file).ok();
+        let size = meta.as_ref().map_or(0, |m| m.len());
+        let mtime = meta
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        format!("{}:{size}:{mtime}", self.id)
+    }
+
     /// Reads `dir`; `id` overrides the id from the config (else the directory name).
     pub fn load(dir: &Path, id: Option<&str>) -> Result<Self, ModelError> {
         if !dir.is_dir() {

@@ -48,6 +48,21 @@ pub struct EncoderOptions {
     pub intra_threads: usize,
 }
 
+impl EncoderOptions {
+    /// Encoder options from validated settings.
+    pub fn from_settings(settings: &crate::config::Settings) -> Self {
+        let e = &settings.embeddings;
+        Self {
+            workers: e.workers,
+            max_queue: e.max_queue,
+            run_batch: e.run_batch,
+            max_input_tokens: e.max_input_tokens,
+            cache_max_bytes: e.cache_max_bytes,
+            intra_threads: settings.runtime.intra_threads,
+        }
+    }
+}
+
 /// One input to embed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EmbedInput {

@@ -83,6 +83,8 @@ fn default_confident() -> f64 {
 #[derive(Debug, Clone)]
 pub struct ExemplarSet {
     pub path: PathBuf,
+    /// The file's own description of what its groups mean.
+    pub description: Option<String>,
     pub confident: f64,
     pub groups: Vec<ExemplarGroup>,
 }
@@ -172,7 +174,6 @@ fn load_set(path: &Path, max_score: f64) -> Result<(ExemplarSet, RawExemplarFile
         .ok_or_else(|| invalid("is empty".into()))?;
     let raw: RawExemplarFile = serde_path_to_error::deserialize(to_json(&node))
         .map_err(|e| invalid(format!("{}: {}", e.path(), e.inner())))?;
-    let _ = &raw.description;
     if !(raw.confident > 0.0 && raw.confident <= 1.0) {
         return Err(invalid("confident: must be in (0, 1]".into()));
     }
@@ -207,6 +208,7 @@ fn load_set(path: &Path, max_score: f64) -> Result<(ExemplarSet, RawExemplarFile
     }
     let set = ExemplarSet {
         path: path.to_path_buf(),
+        description: raw.description.clone(),
         confident: raw.confident,
         groups: raw.groups.clone(),
     };
@@ -763,6 +765,7 @@ mod tests {
         // The cache round-trips the head for the same set, and refuses another shape.
         let set = ExemplarSet {
             path: PathBuf::from("x.yaml"),
+            description: None,
             confident: 0.7,
             groups: vec![
                 ExemplarGroup {

@@ -49,6 +49,7 @@ struct RawSettings {
     model: RawModel,
     engine: RawEngine,
     cache: RawCache,
+    embeddings: RawEmbeddings,
     upstreams: BTreeMap<String, RawUpstream>,
     #[serde(default)]
     routing: crate::routing::RawRouting,
@@ -124,6 +125,20 @@ struct RawCache {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawEmbeddings {
+    enabled: bool,
+    path: String,
+    id: Option<String>,
+    workers: usize,
+    max_queue: usize,
+    max_batch: usize,
+    run_batch: usize,
+    max_input_tokens: usize,
+    cache_max_bytes: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawReview {
     db_path: String,
 }
@@ -166,6 +181,15 @@ cache:
   idle_secs: 900
   pinned_system_prompts: []
   optimized_graph_dir: ".cache/ort-optimized"
+embeddings:
+  enabled: true
+  path: "onnx/models/all-minilm-l6-v2-int8"
+  workers: 1
+  max_queue: 64
+  max_batch: 256
+  run_batch: 32
+  max_input_tokens: 256
+  cache_max_bytes: 33554432
 upstreams:
   cloud:
     base_url: "http://127.0.0.1:9000/v1"
@@ -185,6 +209,8 @@ pub struct Settings {
     pub model: ModelSettings,
     pub engine: EngineSettings,
     pub cache: CacheSettings,
+    /// Local sentence-embedding model (`/v1/embeddings` and the semantic routing scorers).
+    pub embeddings: EmbeddingsSettings,
     /// Named cloud upstreams, in name order.
     pub upstreams: Vec<UpstreamSettings>,
     /// Policy file and hot-reload interval.
@@ -259,6 +285,27 @@ pub struct CacheSettings {
     pub pinned_system_prompts: Vec<String>,
     /// Where ORT's optimized graph is saved and reused; `None` disables.
     pub optimized_graph_dir: Option<PathBuf>,
+}
+
+/// The sentence-embedding model and its limits.
+#[derive(Debug, Clone)]
+pub struct EmbeddingsSettings {
+    /// Off: `/v1/embeddings` answers 404 and routing uses the keyword heuristics.
+    pub enabled: bool,
+    pub path: PathBuf,
+    /// Id clients send as `model`; `None` = from the package.
+    pub id: Option<String>,
+    pub workers: usize,
+    /// Requests waiting for a worker before 429.
+    pub max_queue: usize,
+    /// Most inputs in one request.
+    pub max_batch: usize,
+    /// Most sequences in one ONNX Runtime run (queued requests are coalesced up to this).
+    pub run_batch: usize,
+    /// Longest input accepted by `/v1/embeddings`, in tokens (special tokens included).
+    pub max_input_tokens: usize,
+    /// Byte budget of the embedding cache; 0 disables it.
+    pub cache_max_bytes: u64,
 }
 
 /// Log output format.
@@ -400,6 +447,7 @@ impl RawSettings {
                 message: format!("entry {i} is empty"),
             });
         }
+        let embeddings = self.embeddings.validate()?;
         let upstreams = crate::upstream::validate_upstreams(self.upstreams)?;
         let routing = self.routing.validate()?;
         let auth = self.auth.validate()?;
@@ -476,6 +524,7 @@ impl RawSettings {
                     .filter(|d| !d.is_empty())
                     .map(PathBuf::from),
             },
+            embeddings,
             upstreams,
             routing,
             review_db_path: PathBuf::from(self.review.db_path),
@@ -512,6 +561,50 @@ fn parse_providers(
     }
     validate_list(&list).map_err(|e| invalid("model.execution_providers", e))?;
     Ok(list)
+}
+
+impl RawEmbeddings {
+    fn validate(self) -> Result<EmbeddingsSettings, ConfigError> {
+        if self.path.trim().is_empty() {
+            return Err(invalid("embeddings.path", "must not be empty"));
+        }
+        if let Some(id) = &self.id {
+            if id.trim().is_empty() {
+                return Err(invalid("embeddings.id", "must not be empty when set"));
+            }
+        }
+        if !(1..=16).contains(&self.workers) {
+            return Err(invalid("embeddings.workers", "must be 1..=16"));
+        }
+        if self.max_queue == 0 {
+            return Err(invalid("embeddings.max_queue", "must be at least 1"));
+        }
+        // OpenAI's own limit on inputs per request.
+        if !(1..=2048).contains(&self.max_batch) {
+            return Err(invalid("embeddings.max_batch", "must be 1..=2048"));
+        }
+        if !(1..=256).contains(&self.run_batch) {
+            return Err(invalid("embeddings.run_batch", "must be 1..=256"));
+        }
+        // The model's own maximum is checked when it loads (it is in the package).
+        if self.max_input_tokens < 2 {
+            return Err(invalid(
+                "embeddings.max_input_tokens",
+                "must be at least 2 (the special tokens)",
+            ));
+        }
+        Ok(EmbeddingsSettings {
+            enabled: self.enabled,
+            path: PathBuf::from(self.path),
+            id: self.id,
+            workers: self.workers,
+            max_queue: self.max_queue,
+            max_batch: self.max_batch,
+            run_batch: self.run_batch,
+            max_input_tokens: self.max_input_tokens,
+            cache_max_bytes: self.cache_max_bytes,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -600,6 +693,19 @@ mod tests {
             err.to_string().contains("upstreams.cloud.base_url"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn embeddings_defaults_and_limits_are_validated() {
+        let s = Settings::load_with_env(None, false).expect("defaults load");
+        assert!(s.embeddings.enabled);
+        assert_eq!(s.embeddings.max_input_tokens, 256);
+        let f = write_temp("embeddings:\n  max_batch: 0\n");
+        let err = Settings::load_with_env(Some(&f.0), false).expect_err("must fail");
+        assert!(err.to_string().contains("embeddings.max_batch"), "{err}");
+        let f = write_temp("embeddings:\n  run_batch: 1000\n");
+        let err = Settings::load_with_env(Some(&f.0), false).expect_err("must fail");
+        assert!(err.to_string().contains("embeddings.run_batch"), "{err}");
     }
 
     #[test]

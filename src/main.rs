@@ -11,10 +11,13 @@ use clap::{Parser, Subcommand};
 
 use edge_gateway::api::{configure_app, AppState};
 use edge_gateway::config::Settings;
+use edge_gateway::embeddings::{EmbeddingPackage, Encoder, EncoderOptions};
 use edge_gateway::engine::package::ModelPackage;
 use edge_gateway::engine::{runtime, Engine, EngineOptions};
 use edge_gateway::review::ReviewStore;
-use edge_gateway::routing::{self, PolicySet, PolicyStore, SignalExtractor};
+use edge_gateway::routing::{
+    self, ExemplarFiles, PolicySet, PolicyStore, ScorerMode, SignalExtractor,
+};
 use edge_gateway::telemetry::{logging, metrics};
 
 #[derive(Parser)]
@@ -128,6 +131,15 @@ fn run() -> anyhow::Result<()> {
             for warning in &policy.warnings {
                 println!("warning: {warning}");
             }
+            if let Some(files) = exemplar_files(&settings)? {
+                println!(
+                    "exemplars OK: {} ({} complexity, {} risk, {} personal-data texts)",
+                    settings.routing.exemplars.display(),
+                    count_texts(&files.complexity),
+                    count_texts(&files.risk),
+                    count_texts(&files.pii)
+                );
+            }
             println!(
                 "configuration OK: listen {}, model {}, policy {} (version {})",
                 settings.server.listen,
@@ -160,12 +172,33 @@ fn run() -> anyhow::Result<()> {
     }
 }
 
+/// The exemplar files the semantic scorers will use, validated; `None` when they are not used
+/// (embeddings disabled or `routing.scorer: heuristic`).
+fn exemplar_files(settings: &Settings) -> anyhow::Result<Option<ExemplarFiles>> {
+    if !settings.embeddings.enabled || settings.routing.scorer == ScorerMode::Heuristic {
+        return Ok(None);
+    }
+    Ok(Some(ExemplarFiles::load(&settings.routing.exemplars)?))
+}
+
+fn count_texts(set: &routing::semantic::ExemplarSet) -> usize {
+    set.groups.iter().map(|g| g.texts.len()).sum()
+}
+
 fn serve(settings: Settings) -> anyhow::Result<()> {
     let started = Instant::now();
     logging::init(&settings.logging);
     // Fail fast, before binding, on what an operator must fix: the runtime library and the package.
     let env = runtime::environment(settings.runtime.ort_dylib_path.as_deref())?;
     let package = ModelPackage::load(&settings.model.path, settings.model.id.as_deref())?;
+    let embedding_package = settings
+        .embeddings
+        .enabled
+        .then(|| {
+            EmbeddingPackage::load(&settings.embeddings.path, settings.embeddings.id.as_deref())
+        })
+        .transpose()?;
+    let exemplars = exemplar_files(&settings)?;
     let handle = metrics::install()
         .map_err(anyhow::Error::msg)
         .context("metrics recorder")?;
@@ -202,28 +235,41 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
     }
 
     let options = EngineOptions::from_settings(&settings);
+    let encoder_options = EncoderOptions::from_settings(&settings);
     let loader_state = state.clone();
-    // Sessions load in the background so /healthz answers while /readyz reports loading.
+    // Sessions load in the background so /healthz answers while /readyz reports loading. The
+    // encoder and its exemplars load first, so a ready gateway always routes with them.
     std::thread::Builder::new()
         .name("model-loader".into())
-        .spawn(move || match Engine::start(env, package, &options) {
-            Ok(engine) => {
-                let p = engine.package();
-                metrics::set_model_info(&p.id, p.layout_name(), engine.execution_provider());
-                tracing::info!(
-                    model = %p.id,
-                    layout = p.layout_name(),
-                    context_length = engine.context_length(),
-                    execution_provider = engine.execution_provider(),
-                    ready_after_ms = started.elapsed().as_millis() as u64,
-                    "model loaded and warmed; ready"
-                );
-                loader_state.set_engine(engine);
+        .spawn(move || {
+            if let Some(p) = embedding_package {
+                if let Err(e) =
+                    start_embeddings(env, p, &encoder_options, exemplars.as_ref(), &loader_state)
+                {
+                    tracing::error!(error = %e, "embedding model failed to load");
+                    eprintln!("edge-gateway: {e:#}");
+                    std::process::exit(1);
+                }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "model failed to load");
-                eprintln!("edge-gateway: {e}");
-                std::process::exit(1);
+            match Engine::start(env, package, &options) {
+                Ok(engine) => {
+                    let p = engine.package();
+                    metrics::set_model_info(&p.id, p.layout_name(), engine.execution_provider());
+                    tracing::info!(
+                        model = %p.id,
+                        layout = p.layout_name(),
+                        context_length = engine.context_length(),
+                        execution_provider = engine.execution_provider(),
+                        ready_after_ms = started.elapsed().as_millis() as u64,
+                        "model loaded and warmed; ready"
+                    );
+                    loader_state.set_engine(engine);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "model failed to load");
+                    eprintln!("edge-gateway: {e}");
+                    std::process::exit(1);
+                }
             }
         })
         .context("spawning the model loader")?;
@@ -286,5 +332,32 @@ fn loadtest(args: LoadtestArgs) -> anyhow::Result<()> {
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     }
+    Ok(())
+}
+
+/// Starts the encoder, embeds the exemplars (when the semantic scorers are on) and publishes
+/// both to the handlers.
+fn start_embeddings(
+    env: &'static ort::environment::Environment,
+    package: EmbeddingPackage,
+    options: &EncoderOptions,
+    exemplars: Option<&ExemplarFiles>,
+    state: &AppState,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let encoder = Encoder::start(env, package, options)?;
+    let cache = state.settings.routing.exemplar_cache_dir.as_deref();
+    let semantic = exemplars
+        .map(|files| files.embed_cached(&encoder, cache).map(Arc::new))
+        .transpose()?;
+    let p = encoder.package();
+    tracing::info!(
+        model = %p.id,
+        dimensions = p.dimensions,
+        semantic_scorers = semantic.is_some(),
+        ready_after_ms = started.elapsed().as_millis() as u64,
+        "embedding model loaded"
+    );
+    state.set_embeddings(encoder, semantic);
     Ok(())
 }

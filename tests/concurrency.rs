@@ -42,9 +42,13 @@ fn completion(prompt: &str, max_tokens: u32) -> Value {
 async fn stream_text(gw: &Gateway, model: &str, prompt: &str, max_tokens: u32) -> String {
     let mut body = completion(prompt, max_tokens);
     body["model"] = json!(model);
+    // Pinned signals: these tests are about scheduling, not about what the scorers think of the
+    // prompts (some would go to review or the cloud).
     let r = gw
         .client
         .post(gw.url("/v1/completions"))
+        .header("x-risk-score", "0")
+        .header("x-complexity-score", "0")
         .json(&body)
         .send()
         .await
@@ -136,6 +140,8 @@ async fn cancelling_one_stream_leaves_the_others_intact() {
         let r = gw
             .client
             .post(gw.url("/v1/completions"))
+            .header("x-risk-score", "0")
+            .header("x-complexity-score", "0")
             .json(&long(p))
             .send()
             .await
@@ -147,6 +153,8 @@ async fn cancelling_one_stream_leaves_the_others_intact() {
         let r = gw
             .client
             .post(gw.url("/v1/completions"))
+            .header("x-risk-score", "0")
+            .header("x-complexity-score", "0")
             .json(&long("The victim stream"))
             .send()
             .await
@@ -168,6 +176,8 @@ async fn cancelling_one_stream_leaves_the_others_intact() {
         async move {
             client
                 .post(url)
+                .header("x-risk-score", "0")
+                .header("x-complexity-score", "0")
                 .json(&body)
                 .send()
                 .await

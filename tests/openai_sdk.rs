@@ -1,5 +1,6 @@
 //! The official OpenAI Python SDK works against the gateway by changing only `base_url`:
-//! models list, chat (plain and streamed with usage), completions, and typed errors.
+//! models list, chat (plain and streamed with usage), completions, embeddings (the SDK's default
+//! base64 encoding and float), and typed errors.
 //! `make test` installs the pinned SDK into `.venv/sdk` (see `tests/sdk/requirements.txt`).
 
 mod common;
@@ -39,7 +40,22 @@ async fn official_openai_sdk_works_unchanged() {
     );
     let v: Value = serde_json::from_slice(&out.stdout).expect("SDK script JSON");
 
-    assert_eq!(v["models"], serde_json::json!(["edge-tiny-genai"]));
+    assert_eq!(
+        v["models"],
+        serde_json::json!(["edge-tiny-genai", "all-minilm-l6-v2-int8"])
+    );
+    assert_eq!(v["embeddings"]["count"], 2);
+    assert_eq!(v["embeddings"]["dims"], 384);
+    // Equal up to printing f32 as decimal text.
+    assert!(
+        v["embeddings"]["max_abs_diff_base64_vs_float"]
+            .as_f64()
+            .is_some_and(|d| d < 1e-6),
+        "{}",
+        v["embeddings"]
+    );
+    // [CLS] pump vibration [SEP] + [CLS] hello [SEP].
+    assert_eq!(v["embeddings"]["prompt_tokens"], 7);
     let chat = v["chat_text"].as_str().expect("chat text");
     assert!(!chat.is_empty());
     assert_eq!(

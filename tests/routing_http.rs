@@ -1,6 +1,7 @@
 //! Routing through the HTTP API with a fake cloud upstream (a real HTTP server on 127.0.0.1
 //! recording every body it receives): each branch of `policies/default.yaml`, restricted data
-//! never reaching the upstream, streaming relay, human review, and the explain endpoint.
+//! (labelled, or detected by the PII detector) never reaching the upstream, streaming relay,
+//! human review, the semantic scorers, and the explain endpoint.
 
 #![expect(
     clippy::expect_used,
@@ -491,4 +492,110 @@ async fn reviewer_approves_to_edge_or_rejects_and_the_answer_is_stored() {
     let (s, body) = gw.post_json("/admin/policies/reload", &json!({})).await;
     assert_eq!(s, 200);
     assert_eq!(body["status"], "reloaded");
+}
+
+#[tokio::test]
+async fn a_valid_card_number_in_a_prompt_never_reaches_the_cloud() {
+    let cloud = FakeCloud::start().await;
+    let gw = gateway_with_cloud(&cloud).await;
+    // Complex enough for the cloud by header; the card number keeps it on the edge.
+    let card = chat("Charge the spare parts to card 4242 4242 4242 4242 and confirm");
+    let (s, r) = post_with_headers(
+        &gw,
+        "/v1/chat/completions",
+        &[("x-complexity-score", "0.95")],
+        &card,
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["model"], "edge-tiny-genai");
+    // Even a caller that labels it public cannot lower what the detector found.
+    let (s, r) = post_with_headers(
+        &gw,
+        "/v1/chat/completions",
+        &[
+            ("x-complexity-score", "0.95"),
+            ("x-data-classification", "public"),
+        ],
+        &card,
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["model"], "edge-tiny-genai");
+    let (_, e) = post_with_headers(&gw, "/v1/route/explain", &[], &card).await;
+    assert_eq!(e["rule_id"], "restricted-stays-on-edge", "{e}");
+    assert_eq!(e["signals"]["data_classification"], "restricted");
+    assert_eq!(
+        e["signals"]["sources"]["data_classification"],
+        "pii_detector"
+    );
+    assert_eq!(e["signals"]["pii"]["payment_card"], 1);
+    assert!(
+        !e.to_string().contains("4242"),
+        "explain must not echo the identifier: {e}"
+    );
+    // An invalid checksum is not a card: that request may go to the cloud.
+    let (s, _) = post_with_headers(
+        &gw,
+        "/v1/chat/completions",
+        &[("x-complexity-score", "0.95")],
+        &chat("Order 4242 4242 4242 4241 shipped"),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let received = cloud.received();
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert!(
+        !received
+            .iter()
+            .any(|b| b.to_string().contains("4242 4242 4242 4242")),
+        "the card number reached the cloud: {received:?}"
+    );
+}
+
+#[tokio::test]
+async fn semantic_scorers_route_without_headers_and_explain_says_which_scorer() {
+    let gw = Gateway::start(GENAI_MODEL, &[]).await;
+    let complex = chat(
+        "Design a fault-tolerant replication scheme for our warehouse databases across \
+         twelve sites with flaky links, and reason step by step about consistency trade-offs.",
+    );
+    let (s, e) = post_with_headers(&gw, "/v1/route/explain", &[], &complex).await;
+    assert_eq!(s, 200, "{e}");
+    assert_eq!(e["signals"]["scorer"], "semantic", "{e}");
+    assert_eq!(e["signals"]["sources"]["complexity_score"], "semantic");
+    assert_eq!(e["rule_id"], "complex-to-cloud", "{e}");
+    assert_eq!(e["signals"]["semantic"]["complexity"]["label"], "complex");
+    let dosage = chat("How many milligrams of morphine can I give a 30 kg child?");
+    let (_, e) = post_with_headers(&gw, "/v1/route/explain", &[], &dosage).await;
+    assert_eq!(e["route"], "human_review", "{e}");
+    assert_eq!(e["signals"]["sources"]["risk_score"], "semantic");
+    let (_, e) = post_with_headers(&gw, "/v1/route/explain", &[], &chat("Hello!")).await;
+    assert_eq!(e["route"], "edge", "{e}");
+    // Explicit signals still win over the scorers.
+    let (_, e) = post_with_headers(
+        &gw,
+        "/v1/route/explain",
+        &[("x-complexity-score", "0.1")],
+        &complex,
+    )
+    .await;
+    assert_eq!(e["route"], "edge", "{e}");
+    assert_eq!(e["signals"]["sources"]["complexity_score"], "header");
+    drop(gw);
+
+    // Without the embedding model the heuristics score, and explain says so.
+    let gw = Gateway::start(
+        GENAI_MODEL,
+        &[("EDGE_GATEWAY__EMBEDDINGS__ENABLED", "false")],
+    )
+    .await;
+    let (_, e) = post_with_headers(&gw, "/v1/route/explain", &[], &complex).await;
+    assert_eq!(e["signals"]["scorer"], "heuristic", "{e}");
+    assert_eq!(e["signals"]["sources"]["complexity_score"], "heuristic");
+    assert!(e["signals"]["semantic"].is_null());
+    // The pattern detector needs no model.
+    let card = chat("Card 5555 5555 5555 4444 please");
+    let (_, e) = post_with_headers(&gw, "/v1/route/explain", &[], &card).await;
+    assert_eq!(e["signals"]["data_classification"], "restricted", "{e}");
 }

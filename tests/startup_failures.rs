@@ -132,3 +132,47 @@ fn check_config_rejects_bad_values_with_key_path() {
     let (code, _) = run_gateway(&["check-config"], &[]);
     assert_eq!(code, 0);
 }
+
+#[test]
+fn broken_exemplars_or_embedding_package_stop_startup_and_check_config() {
+    let dir = std::env::temp_dir().join(format!("edge-gateway-exemplars-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    for f in ["complexity.yaml", "risk.yaml", "pii.yaml"] {
+        std::fs::copy(repo_path(&format!("policies/exemplars/{f}")), dir.join(f)).expect("copy");
+    }
+    let risk = dir.join("risk.yaml");
+    let text = std::fs::read_to_string(&risk).expect("read");
+    std::fs::write(&risk, text.replacen("score: 80", "score: 800", 1)).expect("write");
+    let env = [(
+        "EDGE_GATEWAY__ROUTING__EXEMPLARS",
+        dir.to_str().expect("utf8"),
+    )];
+    for args in [&["check-config"][..], &["serve"][..]] {
+        let (code, err) = run_gateway(args, &env);
+        assert_ne!(code, 0, "{args:?}: {err}");
+        assert!(
+            err.contains("risk.yaml") && err.contains("score"),
+            "{args:?}: {err}"
+        );
+    }
+    // The heuristics need no exemplars.
+    let (code, err) = run_gateway(
+        &["check-config"],
+        &[env[0], ("EDGE_GATEWAY__ROUTING__SCORER", "heuristic")],
+    );
+    assert_eq!(code, 0, "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+
+    let pkg = copy_package("onnx/models/all-minilm-l6-v2-int8");
+    std::fs::remove_file(pkg.join("embedding_config.json")).expect("rm");
+    let (code, err) = run_gateway(
+        &["serve"],
+        &[(
+            "EDGE_GATEWAY__EMBEDDINGS__PATH",
+            pkg.to_str().expect("utf8"),
+        )],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("embedding_config.json"), "{err}");
+    let _ = std::fs::remove_dir_all(pkg);
+}

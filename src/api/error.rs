@@ -20,6 +20,9 @@ pub enum ApiError {
     /// Prompt plus completion do not fit the context window.
     #[error("{0}")]
     ContextLengthExceeded(String),
+    /// One input of a request is longer than the endpoint accepts (`param` names it).
+    #[error("{message}")]
+    InputTooLong { param: String, message: String },
     #[error("The model '{0}' does not exist")]
     ModelNotFound(String),
     #[error("request body exceeds the limit of {limit} bytes")]
@@ -120,6 +123,11 @@ impl ApiError {
                 Some("messages"),
                 Some("context_length_exceeded"),
             ),
+            ApiError::InputTooLong { param, .. } => (
+                "invalid_request_error",
+                Some(param.as_str()),
+                Some("context_length_exceeded"),
+            ),
             ApiError::ModelNotFound(_) => (
                 "invalid_request_error",
                 Some("model"),
@@ -184,7 +192,8 @@ impl ResponseError for ApiError {
             ApiError::MalformedJson(_)
             | ApiError::InvalidField { .. }
             | ApiError::Unsupported { .. }
-            | ApiError::ContextLengthExceeded(_) => StatusCode::BAD_REQUEST,
+            | ApiError::ContextLengthExceeded(_)
+            | ApiError::InputTooLong { .. } => StatusCode::BAD_REQUEST,
             ApiError::ModelNotFound(_) | ApiError::RouteNotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth;
 pub mod chat;
 pub mod completions;
+pub mod embeddings;
 pub mod error;
 pub mod generation;
 pub mod health;
@@ -22,9 +23,10 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::auth::Authenticator;
 use crate::config::Settings;
+use crate::embeddings::Encoder;
 use crate::engine::Engine;
 use crate::review::ReviewStore;
-use crate::routing::{PolicyStore, SignalExtractor};
+use crate::routing::{PolicyStore, SemanticScorer, SignalExtractor};
 use crate::upstream::{UpstreamClient, UpstreamConfigError};
 use error::ApiError;
 
@@ -32,6 +34,10 @@ use error::ApiError;
 /// `/healthz`) can come up before the model does.
 pub struct AppState {
     engine: OnceLock<Arc<Engine>>,
+    /// The sentence-embedding encoder, once loaded (never when `embeddings.enabled` is false).
+    encoder: OnceLock<Arc<Encoder>>,
+    /// Exemplar scorers over the encoder, when `routing.scorer` allows them.
+    semantic: OnceLock<Arc<SemanticScorer>>,
     pub settings: Arc<Settings>,
     /// Cloud upstream clients by name (connection pools and circuit breakers live here).
     pub upstreams: BTreeMap<String, UpstreamClient>,
@@ -64,6 +70,8 @@ impl AppState {
             .collect::<Result<_, UpstreamConfigError>>()?;
         Ok(Self {
             engine: OnceLock::new(),
+            encoder: OnceLock::new(),
+            semantic: OnceLock::new(),
             settings,
             upstreams,
             policy,
@@ -80,6 +88,38 @@ impl AppState {
     /// Publishes the loaded engine; later calls are ignored.
     pub fn set_engine(&self, engine: Arc<Engine>) {
         let _ = self.engine.set(engine);
+    }
+
+    /// Publishes the loaded encoder and, if enabled, the semantic scorers built on it; later
+    /// calls are ignored.
+    pub fn set_embeddings(&self, encoder: Arc<Encoder>, semantic: Option<Arc<SemanticScorer>>) {
+        let _ = self.encoder.set(encoder);
+        if let Some(s) = semantic {
+            let _ = self.semantic.set(s);
+        }
+    }
+
+    /// The encoder: 404 for any model when embeddings are disabled, 503 while loading.
+    pub fn encoder(&self, model: &str) -> Result<Arc<Encoder>, ApiError> {
+        if !self.settings.embeddings.enabled {
+            return Err(ApiError::ModelNotFound(model.to_string()));
+        }
+        self.encoder.get().cloned().ok_or(ApiError::NotReady {
+            retry_after_secs: self.settings.engine.retry_after_secs,
+        })
+    }
+
+    /// The loaded encoder, if any (for `/v1/models`).
+    pub fn loaded_encoder(&self) -> Option<&Arc<Encoder>> {
+        self.encoder.get()
+    }
+
+    /// Encoder and semantic scorers, when both are loaded and enabled.
+    pub fn semantic(&self) -> Option<(Arc<Encoder>, Arc<SemanticScorer>)> {
+        Some((
+            Arc::clone(self.encoder.get()?),
+            Arc::clone(self.semantic.get()?),
+        ))
     }
 
     /// The engine, or 503 while it is still loading.
@@ -113,6 +153,7 @@ pub fn configure_app(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
                 .wrap(actix_web::middleware::from_fn(auth::require_inference))
                 .route("/chat/completions", web::post().to(chat::chat_completions))
                 .route("/completions", web::post().to(completions::completions))
+                .route("/embeddings", web::post().to(embeddings::embeddings))
                 .route("/models", web::get().to(models::list))
                 .route("/models/{id}", web::get().to(models::retrieve))
                 .route("/route/explain", web::post().to(routing::explain))
@@ -137,6 +178,7 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
         "/metrics",
         "/v1/chat/completions",
         "/v1/completions",
+        "/v1/embeddings",
         "/v1/models",
     ];
     let path = req.path().to_string();

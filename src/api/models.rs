@@ -1,4 +1,5 @@
-//! `GET /v1/models` and `GET /v1/models/{id}`.
+//! `GET /v1/models` and `GET /v1/models/{id}`: the generation model and, when enabled and
+//! loaded, the embedding model.
 
 use actix_web::{web, HttpResponse};
 use serde_json::json;
@@ -24,12 +25,36 @@ fn card(state: &AppState) -> Result<ModelCard, ApiError> {
     })
 }
 
-/// Lists the served model.
+fn embedding_card(state: &AppState) -> Option<ModelCard> {
+    let encoder = state.loaded_encoder()?;
+    let p = encoder.package();
+    Some(ModelCard {
+        id: p.id.clone(),
+        object: "model",
+        created: state.started_unix,
+        owned_by: "edge-gateway",
+        metadata: json!({
+            "type": "embedding",
+            "dimensions": p.dimensions,
+            "max_input_tokens": encoder.max_input_tokens(),
+            "pooling": format!("{:?}", p.pooling).to_lowercase(),
+            "normalized": p.normalize,
+            "license": p.license,
+            "execution_provider": "cpu",
+            "path": p.dir.display().to_string(),
+        }),
+    })
+}
+
+/// Lists the served models.
 pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let card = card(&state)?;
+    let data = std::iter::once(card)
+        .chain(embedding_card(&state))
+        .collect();
     Ok(HttpResponse::Ok().json(ModelList {
         object: "list",
-        data: vec![card],
+        data,
     }))
 }
 
@@ -39,8 +64,11 @@ pub async fn retrieve(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let card = card(&state)?;
-    if card.id != *id {
-        return Err(ApiError::ModelNotFound(id.into_inner()));
+    if card.id == *id {
+        return Ok(HttpResponse::Ok().json(card));
     }
-    Ok(HttpResponse::Ok().json(card))
+    match embedding_card(&state) {
+        Some(e) if e.id == *id => Ok(HttpResponse::Ok().json(e)),
+        _ => Err(ApiError::ModelNotFound(id.into_inner())),
+    }
 }

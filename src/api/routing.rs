@@ -4,6 +4,7 @@
 //! running anything.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix_web::http::header::HeaderMap;
 use actix_web::http::StatusCode;
@@ -16,10 +17,11 @@ use super::generation::{prepare, run_edge, Prepared, RequestGuard, Surface};
 use super::types::ChatCompletionRequest;
 use super::validate::{chat_spec, read_json, GenerationSpec};
 use super::{sse, AppState};
+use crate::embeddings::EmbedInput;
 use crate::review::NewReview;
 use crate::routing::{
-    metrics_names as routing_metrics, Decision, EdgeHealth, Reason, RejectKind, Route, Signals,
-    UpstreamCircuit,
+    metrics_names as routing_metrics, Decision, EdgeHealth, Extraction, OwnedHeaders, Reason,
+    RejectKind, Route, Signals, UpstreamCircuit,
 };
 use crate::upstream::{UpstreamError, UpstreamResponse};
 
@@ -27,6 +29,8 @@ use crate::upstream::{UpstreamError, UpstreamResponse};
 struct Routed {
     decision: Decision,
     signals: Signals,
+    /// How the scores were obtained (scorer, PII findings), for explain and review records.
+    extraction: Extraction,
     policy_version: String,
     prepared: Prepared,
     raw: Value,
@@ -41,11 +45,14 @@ async fn decide(
     api_key: Option<Arc<str>>,
     spec: GenerationSpec,
 ) -> Result<Routed, ApiError> {
-    let user_text: Vec<&str> = spec.user_text.iter().map(String::as_str).collect();
-    let scores = state
-        .signals
-        .extract(spec.metadata.as_ref(), headers, &user_text)
-        .map_err(|e| ApiError::invalid(e.param, e.message))?;
+    let extraction = score_signals(
+        state,
+        spec.metadata.clone(),
+        headers,
+        spec.user_text.clone(),
+    )
+    .await?;
+    let scores = extraction.scores;
     let raw = spec.raw.clone();
     let stream = spec.stream;
     let requested_max = spec
@@ -91,16 +98,67 @@ async fn decide(
         risk = signals.risk_score,
         complexity = signals.complexity_score,
         estimated_tokens = signals.estimated_tokens,
+        scorer = scorer_name(&extraction),
+        pii = !extraction.pii.is_empty(),
         "routing decision"
     );
     Ok(Routed {
         decision,
         signals,
+        extraction,
         policy_version: policy.version.clone(),
         prepared,
         raw,
         stream,
     })
+}
+
+/// Reads the request's scores: explicit headers and `metadata` first, then — for what is
+/// missing — the semantic scorers over the embedding of the user text (computed on the encoder
+/// workers; cached for repeated prompts), else the keyword heuristics; the PII detector raises
+/// the classification. The CPU part runs on the blocking pool. If the encoder cannot take the
+/// request (queue full), routing falls back to the heuristics rather than failing.
+async fn score_signals(
+    state: &AppState,
+    metadata: Option<Value>,
+    headers: &HeaderMap,
+    user_text: Vec<String>,
+) -> Result<Extraction, ApiError> {
+    let started = Instant::now();
+    let mut embedded = None;
+    if let Some((encoder, scorer)) = state.semantic().filter(|_| !user_text.is_empty()) {
+        match encoder
+            .embed(vec![EmbedInput::Text(user_text.join("\n"))], true)
+            .await
+        {
+            Ok(mut v) => embedded = v.pop().map(|e| (scorer, e.vector)),
+            Err(e) => {
+                tracing::warn!(error = %e, "semantic scorers unavailable for this request; using the heuristics");
+                routing_metrics::record_scorer_fallback();
+            }
+        }
+    }
+    let extractor = state.signals.clone();
+    let headers = OwnedHeaders::from_lookup(headers);
+    let extraction = web::block(move || {
+        let semantic = embedded.map(|(scorer, vector)| scorer.score(&vector));
+        let prompt: Vec<&str> = user_text.iter().map(String::as_str).collect();
+        extractor.extract_with(metadata.as_ref(), &headers, &prompt, semantic.as_ref())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("signal task failed: {e}")))?
+    .map_err(|e| ApiError::invalid(e.param, e.message))?;
+    routing_metrics::record_scoring(scorer_name(&extraction), started.elapsed(), &extraction.pii);
+    Ok(extraction)
+}
+
+/// Which scorer produced this request's content scores.
+fn scorer_name(e: &Extraction) -> &'static str {
+    if e.semantic.is_some() {
+        "semantic"
+    } else {
+        "heuristic"
+    }
 }
 
 /// Routes and serves one chat or completion request.
@@ -235,7 +293,7 @@ async fn submit_review(
     let new = NewReview {
         endpoint: surface.endpoint().to_string(),
         request_json: routed.raw.clone(),
-        signals_json: signals_json(&routed.signals),
+        signals_json: signals_json(&routed.signals, &routed.extraction),
         rule_id: Some(routed.decision.rule_id.to_string()),
     };
     let review = web::block(move || store.submit(new))
@@ -253,8 +311,25 @@ async fn submit_review(
         })))
 }
 
-fn signals_json(s: &Signals) -> Value {
+fn signals_json(s: &Signals, e: &Extraction) -> Value {
+    let sc = &e.scores;
+    let semantic = e.semantic.as_ref().map(|m| {
+        json!({
+            "complexity": class_json(&m.complexity),
+            "risk": class_json(&m.risk),
+            "personal_data": class_json(&m.personal_data),
+        })
+    });
     json!({
+        "scorer": scorer_name(e),
+        "sources": {
+            "data_classification": sc.data_classification_source.as_str(),
+            "risk_score": sc.risk_score_source.as_str(),
+            "complexity_score": sc.complexity_score_source.as_str(),
+        },
+        // Kinds and counts only: the matched text never leaves the detector.
+        "pii": e.pii.counts.iter().map(|(k, n)| (k.as_str().to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+        "semantic": semantic,
         "data_classification": s.data_classification.as_str(),
         "risk_score": s.risk_score,
         "complexity_score": s.complexity_score,
@@ -267,6 +342,16 @@ fn signals_json(s: &Signals) -> Value {
             "context_limit": s.edge.context_limit,
         },
         "upstreams": s.upstreams.iter().map(|u| (u.name.to_string(), json!(format!("{:?}", u.state).to_lowercase()))).collect::<serde_json::Map<_, _>>(),
+    })
+}
+
+fn class_json(c: &crate::routing::semantic::ClassScore) -> Value {
+    json!({
+        "score": c.score,
+        "label": &*c.label,
+        "probability": c.probability,
+        "nearest_exemplar_group": &*c.nearest,
+        "nearest_similarity": c.similarity,
     })
 }
 
@@ -292,7 +377,7 @@ pub async fn explain(
         "rule_id": routed.decision.rule_id.as_ref(),
         "reason": routed.decision.reason.to_string(),
         "fallbacks": routed.decision.fallbacks.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "signals": signals_json(&routed.signals),
+        "signals": signals_json(&routed.signals, &routed.extraction),
         "policy_version": routed.policy_version,
     })))
 }

@@ -87,9 +87,15 @@ impl WithSampling for CompletionRequest {
 
 /// Reads the whole body, refusing more than `limit` bytes, and parses it into `T`.
 pub async fn read_json<T: WithSampling>(
-    mut payload: web::Payload,
+    payload: web::Payload,
     limit: usize,
 ) -> Result<(T, serde_json::Value), ApiError> {
+    let body = read_body(payload, limit).await?;
+    parse_json_with_raw(&body)
+}
+
+/// Reads the whole body, refusing more than `limit` bytes.
+pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk
@@ -99,7 +105,7 @@ pub async fn read_json<T: WithSampling>(
         }
         body.extend_from_slice(&chunk);
     }
-    parse_json_with_raw(&body)
+    Ok(body)
 }
 
 /// Parses a request body: the surface-specific fields and the shared sampling fields.

@@ -400,7 +400,7 @@ impl Runner {
 /// Creates a session for `file` on the first of `options.providers` that attaches, falling
 /// back down the list (loudly) unless `require_accelerator` forbids it. Returns the session and
 /// the provider that runs it.
-fn open_session(
+pub(crate) fn open_session(
     env: &ort::environment::Environment,
     file: &Path,
     options: &RunnerOptions,

@@ -27,6 +27,12 @@ pub struct RawRouting {
     pub policy: String,
     #[serde(default = "defaults::reload_interval_ms")]
     pub reload_interval_ms: u64,
+    #[serde(default = "defaults::scorer")]
+    pub scorer: String,
+    #[serde(default = "defaults::exemplars")]
+    pub exemplars: String,
+    #[serde(default = "defaults::exemplar_cache_dir")]
+    pub exemplar_cache_dir: String,
 }
 
 impl Default for RawRouting {
@@ -34,6 +40,9 @@ impl Default for RawRouting {
         Self {
             policy: defaults::policy(),
             reload_interval_ms: defaults::reload_interval_ms(),
+            scorer: defaults::scorer(),
+            exemplars: defaults::exemplars(),
+            exemplar_cache_dir: defaults::exemplar_cache_dir(),
         }
     }
 }
@@ -48,6 +57,28 @@ pub mod defaults {
     pub fn reload_interval_ms() -> u64 {
         2_000
     }
+    /// Semantic scorers when the embedding model is enabled, heuristics otherwise.
+    pub fn scorer() -> String {
+        "auto".to_owned()
+    }
+    /// The shipped exemplar files, relative to the working directory.
+    pub fn exemplars() -> String {
+        "policies/exemplars".to_owned()
+    }
+    /// Where trained scorer heads are kept for fast restarts, beside ORT's optimized graphs.
+    pub fn exemplar_cache_dir() -> String {
+        ".cache/exemplars".to_owned()
+    }
+}
+
+/// Which scorers compute `risk_score` and `complexity_score` when a request sends neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScorerMode {
+    /// Nearest labelled exemplars in the embedding space (`routing::semantic`) when
+    /// `embeddings.enabled`, else the keyword heuristics.
+    Auto,
+    /// Always the keyword heuristics (`routing::heuristics`).
+    Heuristic,
 }
 
 /// Validated `routing.*`.
@@ -58,6 +89,12 @@ pub struct RoutingSettings {
     /// Polling interval of the policy watcher; `None` when hot reload is off
     /// (`reload_interval_ms: 0`).
     pub reload_interval: Option<Duration>,
+    /// Semantic or heuristic scorers.
+    pub scorer: ScorerMode,
+    /// Directory of `complexity.yaml`, `risk.yaml` and `pii.yaml`.
+    pub exemplars: PathBuf,
+    /// Cache of embedded exemplars and trained heads; `None` disables it.
+    pub exemplar_cache_dir: Option<PathBuf>,
 }
 
 impl RawRouting {
@@ -82,9 +119,30 @@ impl RawRouting {
             }
             ms => Some(Duration::from_millis(ms)),
         };
+        let scorer = match self.scorer.as_str() {
+            "auto" => ScorerMode::Auto,
+            "heuristic" => ScorerMode::Heuristic,
+            other => {
+                return Err(RoutingConfigError {
+                    key: "routing.scorer",
+                    message: format!("`{other}` is not one of auto, heuristic"),
+                })
+            }
+        };
+        if self.exemplars.trim().is_empty() {
+            return Err(RoutingConfigError {
+                key: "routing.exemplars",
+                message: "must name the exemplar directory".to_owned(),
+            });
+        }
         Ok(RoutingSettings {
             policy: PathBuf::from(self.policy),
             reload_interval,
+            scorer,
+            exemplars: PathBuf::from(self.exemplars),
+            exemplar_cache_dir: Some(self.exemplar_cache_dir)
+                .filter(|d| !d.trim().is_empty())
+                .map(PathBuf::from),
         })
     }
 }
@@ -116,5 +174,16 @@ mod tests {
         .validate()
         .expect_err("empty");
         assert_eq!(err.key, "routing.policy");
+        let err = RawRouting {
+            scorer: "magic".into(),
+            ..RawRouting::default()
+        }
+        .validate()
+        .expect_err("unknown scorer");
+        assert_eq!(err.key, "routing.scorer");
+        assert_eq!(
+            RawRouting::default().validate().expect("valid").scorer,
+            ScorerMode::Auto
+        );
     }
 }

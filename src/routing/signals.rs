@@ -4,12 +4,15 @@
 //! Precedence, chosen so that no single source can weaken a safety signal:
 //! - `data_classification`: the **most restrictive** of `x-data-classification` and
 //!   `metadata.data_classification`; `internal` when neither is sent. A label can be raised by
-//!   either layer (the calling service or the proxy in front of it) but never lowered.
-//! - `risk_score`: the **highest** of `x-risk-score` and `metadata.risk_score`; the heuristic
-//!   scorer when neither is sent.
+//!   either layer (the calling service or the proxy in front of it) but never lowered. The PII
+//!   detector then raises it further — to `restricted` for a structured identifier in the
+//!   user text, to the exemplar file's `raise_to` for a high personal-data score — and never
+//!   lowers it either.
+//! - `risk_score`: the **highest** of `x-risk-score` and `metadata.risk_score`; when neither is
+//!   sent, the semantic scorer (if the embedding model is available) else the heuristic one.
 //! - `complexity_score`: `x-complexity-score` wins over `metadata.complexity_score` (the proxy
 //!   that sets headers is the deployment's authority, and complexity only trades cost for
-//!   quality); the heuristic scorer when neither is sent.
+//!   quality); when neither is sent, the semantic scorer else the heuristic one.
 //!
 //! Every value that is sent is validated, including one that loses; a bad one is a
 //! [`SignalError`] naming the header or `metadata.<key>`, which handlers answer with a 400.
@@ -21,6 +24,8 @@ use serde_json::Value;
 
 use super::error::{PolicyError, SignalError};
 use super::heuristics::HeuristicScorer;
+use super::pii::{PiiDetector, PiiFindings};
+use super::semantic::SemanticScores;
 use crate::upstream::CircuitState;
 
 /// Header carrying the data classification.
@@ -185,6 +190,10 @@ pub enum ScoreSource {
     Metadata,
     /// Computed from the prompt by [`HeuristicScorer`].
     Heuristic,
+    /// Computed from the prompt's embedding by the exemplar scorers (`routing::semantic`).
+    Semantic,
+    /// Raised by the PII detector: a structured identifier in the prompt.
+    PiiDetector,
     /// Nothing was sent and there is no heuristic (classification defaults to `internal`).
     Default,
 }
@@ -196,6 +205,8 @@ impl ScoreSource {
             ScoreSource::Header => "header",
             ScoreSource::Metadata => "metadata",
             ScoreSource::Heuristic => "heuristic",
+            ScoreSource::Semantic => "semantic",
+            ScoreSource::PiiDetector => "pii_detector",
             ScoreSource::Default => "default",
         }
     }
@@ -212,6 +223,17 @@ pub struct RequestScores {
     pub complexity_score_source: ScoreSource,
 }
 
+/// A request's scores plus what the content scorers found, for the explain endpoint and the
+/// review record (kinds and scores only, never the matched text).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Extraction {
+    pub scores: RequestScores,
+    /// Structured identifiers found in the user text.
+    pub pii: PiiFindings,
+    /// The semantic scores, when the embedding model scored this request.
+    pub semantic: Option<SemanticScores>,
+}
+
 /// Read access to request headers, so extraction works on actix's `HeaderMap` and on plain
 /// pairs in tests without the routing layer depending on a request type.
 pub trait HeaderLookup {
@@ -225,6 +247,35 @@ impl HeaderLookup for actix_web::http::header::HeaderMap {
     }
 }
 
+/// The routing headers of a request, copied out so extraction can run on the blocking pool.
+#[derive(Debug, Clone, Default)]
+pub struct OwnedHeaders(Vec<(&'static str, Vec<u8>)>);
+
+impl OwnedHeaders {
+    /// Copies the signal headers out of `headers`.
+    pub fn from_lookup(headers: &(impl HeaderLookup + ?Sized)) -> Self {
+        OwnedHeaders(
+            [
+                DATA_CLASSIFICATION_HEADER,
+                RISK_SCORE_HEADER,
+                COMPLEXITY_SCORE_HEADER,
+            ]
+            .into_iter()
+            .filter_map(|name| headers.header(name).map(|v| (name, v.to_vec())))
+            .collect(),
+        )
+    }
+}
+
+impl HeaderLookup for OwnedHeaders {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.0
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
 impl HeaderLookup for [(&str, &str)] {
     fn header(&self, name: &str) -> Option<&[u8]> {
         self.iter()
@@ -233,19 +284,26 @@ impl HeaderLookup for [(&str, &str)] {
     }
 }
 
-/// Reads a request's routing scores. Holds the heuristic scorers, whose keyword automatons are
-/// built once here (at startup), never per request.
+/// Reads a request's routing scores. Holds the heuristic scorers and the PII detector, whose
+/// automatons and regexes are built once here (at startup), never per request.
 #[derive(Debug, Clone)]
 pub struct SignalExtractor {
     heuristics: Arc<HeuristicScorer>,
+    pii: Arc<PiiDetector>,
 }
 
 impl SignalExtractor {
-    /// Builds the heuristic scorers.
+    /// Builds the heuristic scorers and the PII detector.
     pub fn new() -> Result<Self, PolicyError> {
         Ok(SignalExtractor {
             heuristics: Arc::new(HeuristicScorer::new()?),
+            pii: Arc::new(PiiDetector::new()?),
         })
+    }
+
+    /// The PII detector.
+    pub fn pii(&self) -> &PiiDetector {
+        &self.pii
     }
 
     /// The heuristic scorers, for callers that want a score directly.
@@ -264,6 +322,21 @@ impl SignalExtractor {
         headers: &(impl HeaderLookup + ?Sized),
         prompt: &[&str],
     ) -> Result<RequestScores, SignalError> {
+        self.extract_with(metadata, headers, prompt, None)
+            .map(|e| e.scores)
+    }
+
+    /// Like [`SignalExtractor::extract`], with the request's semantic scores (when the embedding
+    /// model scored it) replacing the heuristics for missing scores, and the PII detector
+    /// raising the classification. CPU work proportional to the prompt: call it from the
+    /// blocking pool.
+    pub fn extract_with(
+        &self,
+        metadata: Option<&Value>,
+        headers: &(impl HeaderLookup + ?Sized),
+        prompt: &[&str],
+        semantic: Option<&SemanticScores>,
+    ) -> Result<Extraction, SignalError> {
         let meta = metadata_object(metadata)?;
         let meta_field = |key: &str| meta.and_then(|m| m.get(key)).filter(|v| !v.is_null());
 
@@ -279,12 +352,26 @@ impl SignalExtractor {
                 )),
             })
             .transpose()?;
-        let (data_classification, data_classification_source) = match (class_header, class_meta) {
-            (Some(h), Some(m)) if m > h => (m, ScoreSource::Metadata),
-            (Some(h), _) => (h, ScoreSource::Header),
-            (None, Some(m)) => (m, ScoreSource::Metadata),
-            (None, None) => (DataClassification::Internal, ScoreSource::Default),
-        };
+        let (mut data_classification, mut data_classification_source) =
+            match (class_header, class_meta) {
+                (Some(h), Some(m)) if m > h => (m, ScoreSource::Metadata),
+                (Some(h), _) => (h, ScoreSource::Header),
+                (None, Some(m)) => (m, ScoreSource::Metadata),
+                (None, None) => (DataClassification::Internal, ScoreSource::Default),
+            };
+        // Detections only ever raise the label, so no source can use them to weaken it.
+        let pii = self.pii.scan(prompt);
+        if !pii.is_empty() && DataClassification::Restricted > data_classification {
+            data_classification = DataClassification::Restricted;
+            data_classification_source = ScoreSource::PiiDetector;
+        }
+        let named = |s: &SemanticScores| !s.require_name || self.pii.names_someone(prompt);
+        if let Some(raised) = semantic.filter(|s| named(s)).and_then(|s| s.raise_to) {
+            if raised > data_classification {
+                data_classification = raised;
+                data_classification_source = ScoreSource::Semantic;
+            }
+        }
 
         let risk_header = header_text(headers, RISK_SCORE_HEADER)?
             .map(|t| score_text(t, RISK_SCORE_HEADER, 100.0))
@@ -296,7 +383,10 @@ impl SignalExtractor {
             (Some(h), Some(m)) if m > h => (m, ScoreSource::Metadata),
             (Some(h), _) => (h, ScoreSource::Header),
             (None, Some(m)) => (m, ScoreSource::Metadata),
-            (None, None) => (self.heuristics.risk_score(prompt), ScoreSource::Heuristic),
+            (None, None) => match semantic {
+                Some(s) => (s.risk.score, ScoreSource::Semantic),
+                None => (self.heuristics.risk_score(prompt), ScoreSource::Heuristic),
+            },
         };
 
         let complexity_header = header_text(headers, COMPLEXITY_SCORE_HEADER)?
@@ -309,19 +399,26 @@ impl SignalExtractor {
         {
             (Some(h), _) => (h, ScoreSource::Header),
             (None, Some(m)) => (m, ScoreSource::Metadata),
-            (None, None) => (
-                self.heuristics.complexity_score(prompt),
-                ScoreSource::Heuristic,
-            ),
+            (None, None) => match semantic {
+                Some(s) => (s.complexity.score, ScoreSource::Semantic),
+                None => (
+                    self.heuristics.complexity_score(prompt),
+                    ScoreSource::Heuristic,
+                ),
+            },
         };
 
-        Ok(RequestScores {
-            data_classification,
-            data_classification_source,
-            risk_score,
-            risk_score_source,
-            complexity_score,
-            complexity_score_source,
+        Ok(Extraction {
+            scores: RequestScores {
+                data_classification,
+                data_classification_source,
+                risk_score,
+                risk_score_source,
+                complexity_score,
+                complexity_score_source,
+            },
+            pii,
+            semantic: semantic.cloned(),
         })
     }
 }
@@ -569,6 +666,36 @@ mod tests {
         );
         let s = extractor().extract(None, &headers, &[]).expect("valid");
         assert_eq!(s.data_classification, DataClassification::Restricted);
+    }
+
+    #[test]
+    fn structured_pii_raises_classification_but_never_lowers_it() {
+        let x = extractor();
+        let card = ["Charge card 4242 4242 4242 4242 please"];
+        let s = x.extract(None, NO_HEADERS, &card).expect("valid");
+        assert_eq!(s.data_classification, DataClassification::Restricted);
+        assert_eq!(s.data_classification_source, ScoreSource::PiiDetector);
+        // A header saying `public` cannot lower what the detector found.
+        let public = [(DATA_CLASSIFICATION_HEADER, "public")];
+        let s = x.extract(None, &public[..], &card).expect("valid");
+        assert_eq!(s.data_classification, DataClassification::Restricted);
+        // Nothing found: the header stands.
+        let s = x
+            .extract(None, &public[..], &["Charge the usual account"])
+            .expect("valid");
+        assert_eq!(s.data_classification, DataClassification::Public);
+        assert_eq!(s.data_classification_source, ScoreSource::Header);
+    }
+
+    #[test]
+    fn owned_headers_copy_only_signal_headers() {
+        let pairs = [
+            (RISK_SCORE_HEADER, "70"),
+            ("authorization", "Bearer secret"),
+        ];
+        let owned = OwnedHeaders::from_lookup(&pairs[..]);
+        assert_eq!(owned.header(RISK_SCORE_HEADER), Some(&b"70"[..]));
+        assert_eq!(owned.header("authorization"), None);
     }
 
     #[test]

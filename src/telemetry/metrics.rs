@@ -76,11 +76,34 @@ pub fn install() -> Result<PrometheusHandle, String> {
         .and_then(|b| {
             b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), BATCH_SIZE_BUCKETS)
         })
+        .and_then(|b| {
+            use crate::embeddings::metrics_names as e;
+            b.set_buckets_for_metric(
+                Matcher::Full(e::EMBEDDING_RUN_DURATION_SECONDS.into()),
+                e::DURATION_BUCKETS,
+            )?
+            .set_buckets_for_metric(
+                Matcher::Full(e::EMBEDDING_QUEUE_WAIT_SECONDS.into()),
+                e::DURATION_BUCKETS,
+            )?
+            .set_buckets_for_metric(
+                Matcher::Full(e::EMBEDDING_RUN_SEQUENCES.into()),
+                e::RUN_SEQUENCE_BUCKETS,
+            )
+        })
+        .and_then(|b| {
+            use crate::routing::metrics_names as r;
+            b.set_buckets_for_metric(
+                Matcher::Full(r::SIGNAL_SCORING_DURATION_SECONDS.into()),
+                r::SCORING_BUCKETS,
+            )
+        })
         .map_err(|e| e.to_string())?;
     let handle = builder.install_recorder().map_err(|e| e.to_string())?;
     describe();
     crate::upstream::metrics_names::describe();
     crate::routing::metrics_names::describe();
+    crate::embeddings::metrics_names::describe();
     crate::review::metrics_names::describe();
     crate::auth::metrics_names::describe();
     describe_counter!(

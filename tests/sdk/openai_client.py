@@ -47,6 +47,19 @@ def main() -> None:
     completion = client.completions.create(model=model, prompt="The machine on line 3", max_tokens=16, temperature=0)
     out["completion_text"] = completion.choices[0].text
 
+    # The SDK asks for base64 by default and decodes it; float is the explicit alternative.
+    models = out["models"]
+    embedding_model = next((m for m in models if m != model), None)
+    if embedding_model is not None:
+        b64 = client.embeddings.create(model=embedding_model, input=["pump vibration", "hello"])
+        flt = client.embeddings.create(model=embedding_model, input="pump vibration", encoding_format="float")
+        out["embeddings"] = {
+            "count": len(b64.data),
+            "dims": len(b64.data[0].embedding),
+            "max_abs_diff_base64_vs_float": max(abs(a - b) for a, b in zip(b64.data[0].embedding, flt.data[0].embedding)),
+            "prompt_tokens": b64.usage.prompt_tokens,
+        }
+
     try:
         client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
         out["not_found"] = None

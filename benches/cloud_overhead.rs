@@ -4,8 +4,11 @@
 //!
 //! ```text
 //! cargo build --release --bin edge-gateway
-//! cargo bench --bench cloud_overhead -- [--rates 100,1000] [--seconds 5]
+//! cargo bench --bench cloud_overhead -- [--rates 100,1000] [--seconds 5] [--scorer auto|heuristic]
 //! ```
+//!
+//! `--scorer heuristic` measures the gateway's own plumbing; `auto` (the default configuration)
+//! adds the semantic routing scorers, which embed the prompt (cached for repeats).
 
 use std::time::{Duration, Instant};
 
@@ -105,6 +108,7 @@ async fn measure(
 fn run() -> Result<(), String> {
     let mut rates = vec![100u64, 1000];
     let mut seconds = 5u64;
+    let mut scorer = "auto".to_string();
     let mut args = std::env::args().skip(1);
     let test_mode = !std::env::args().any(|a| a == "--bench");
     while let Some(a) = args.next() {
@@ -124,6 +128,7 @@ fn run() -> Result<(), String> {
                     .parse()
                     .map_err(|e| format!("{e}"))?
             }
+            "--scorer" => scorer = args.next().ok_or("--scorer needs a value")?,
             "--bench" => {}
             other => return Err(format!("unknown argument {other}")),
         }
@@ -155,6 +160,7 @@ fn run() -> Result<(), String> {
             format!("http://127.0.0.1:{upstream}/v1"),
         )
         .env("EDGE_GATEWAY__LOGGING__LEVEL", "error")
+        .env("EDGE_GATEWAY__ROUTING__SCORER", &scorer)
         .env("EDGE_GATEWAY__REVIEW__DB_PATH", &review_db)
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -195,7 +201,7 @@ fn run() -> Result<(), String> {
             report.push(json!({"rps": rate, "direct_p50_ms": d50, "direct_p99_ms": d99, "gateway_p50_ms": g50,
                 "gateway_p99_ms": g99, "added_p50_ms": g50 - d50, "added_p99_ms": g99 - d99}));
         }
-        println!("{}", json!({"bench": "cloud_overhead", "results": report}));
+        println!("{}", json!({"bench": "cloud_overhead", "scorer": scorer, "results": report}));
         Ok(())
     });
     let _ = child.kill();

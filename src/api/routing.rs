@@ -45,21 +45,24 @@ async fn decide(
     api_key: Option<Arc<str>>,
     spec: GenerationSpec,
 ) -> Result<Routed, ApiError> {
-    let extraction = score_signals(
-        state,
-        spec.metadata.clone(),
-        headers,
-        spec.user_text.clone(),
-    )
-    .await?;
-    let scores = extraction.scores;
     let raw = spec.raw.clone();
     let stream = spec.stream;
     let requested_max = spec
         .max_tokens
         .unwrap_or(state.settings.engine.default_max_tokens);
     let model = spec.model.clone();
-    let prepared = prepare(state, spec).await?;
+    let metadata = spec.metadata.clone();
+    let user_text = spec.user_text.clone();
+    // Scoring and tokenization are independent blocking-pool work: run them side by side
+    // rather than paying two pool round trips one after the other.
+    let (extraction, prepared) = futures_util::future::join(
+        score_signals(state, metadata, headers, user_text),
+        prepare(state, spec),
+    )
+    .await;
+    let extraction = extraction?;
+    let prepared = prepared?;
+    let scores = extraction.scores;
     let engine = &prepared.engine;
     let estimated = prepared.prompt_ids.len().saturating_add(requested_max);
     let edge = EdgeHealth {

@@ -115,6 +115,7 @@ pub struct Encoder {
     queue: Sender<Job>,
     queued: Arc<AtomicUsize>,
     max_input_tokens: usize,
+    shared: Arc<Shared>,
 }
 
 impl Encoder {
@@ -181,6 +182,7 @@ impl Encoder {
             package,
             queue,
             queued: Arc::clone(&shared.queued),
+            shared: Arc::clone(&shared),
             max_input_tokens: options.max_input_tokens,
         });
         encoder
@@ -215,8 +217,47 @@ impl Encoder {
         inputs: Vec<EmbedInput>,
         truncate: bool,
     ) -> Result<Vec<Embedding>, EmbedError> {
+        if let Some(hits) = self.cached(&inputs, truncate) {
+            return Ok(hits);
+        }
         let rx = self.submit(inputs, truncate)?;
         rx.await.map_err(|_| EmbedError::Stopped)?
+    }
+
+    /// Answers from the cache alone when every input is cached, without the round trip to a
+    /// worker (which may be busy embedding a long input for someone else) — this is what keeps
+    /// the routing scorers cheap for repeated prompts. Only for small inputs: the key is a
+    /// SHA-256 computed on the caller's thread.
+    fn cached(&self, inputs: &[EmbedInput], truncate: bool) -> Option<Vec<Embedding>> {
+        const FAST_PATH_MAX_BYTES: usize = 16 * 1024;
+        let cache = self.shared.cache.as_ref()?;
+        let bytes: usize = inputs
+            .iter()
+            .map(|i| match i {
+                EmbedInput::Text(t) => t.len(),
+                EmbedInput::Tokens(ids) => ids.len() * 4,
+            })
+            .sum();
+        if inputs.is_empty() || bytes > FAST_PATH_MAX_BYTES {
+            return None;
+        }
+        let mut out = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            let hit = cache.get(&cache_key(input))?;
+            // A cached truncated vector must not answer a request that wants the error.
+            if !truncate && hit.source_tokens > self.shared.max_input_tokens {
+                return None;
+            }
+            out.push(Embedding {
+                vector: Arc::clone(&hit.vector),
+                tokens: hit.model_tokens,
+            });
+        }
+        for _ in 0..out.len() {
+            m::record_cache_lookup(true);
+            m::record_cache_hit();
+        }
+        Some(out)
     }
 
     /// [`Encoder::embed`] for threads outside an async runtime (startup, benches, tests).

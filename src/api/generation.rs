@@ -182,6 +182,16 @@ pub(super) struct Prepared {
 /// `max_tokens`; the context-length check is left to the edge route, since the routing policy
 /// may send an over-long request to the cloud instead.
 pub(super) async fn prepare(state: &AppState, spec: GenerationSpec) -> Result<Prepared, ApiError> {
+    prepare_with(state, spec, || ()).await.map(|(p, ())| p)
+}
+
+/// [`prepare`], running `extra` (other CPU work of the same request, e.g. signal extraction) in
+/// the same blocking-pool task: one pool round trip instead of two.
+pub(super) async fn prepare_with<T: Send + 'static>(
+    state: &AppState,
+    spec: GenerationSpec,
+    extra: impl FnOnce() -> T + Send + 'static,
+) -> Result<(Prepared, T), ApiError> {
     let engine = state.engine()?;
     if spec.model != engine.package().id {
         return Err(ApiError::ModelNotFound(spec.model));
@@ -190,10 +200,14 @@ pub(super) async fn prepare(state: &AppState, spec: GenerationSpec) -> Result<Pr
     let prompt = spec.prompt;
     let tokenizer_engine = Arc::clone(&engine);
     // Template rendering and tokenization are CPU work: keep them off the async executor.
-    let encoded = web::block(move || match prompt {
-        PromptInput::Chat(messages) => tokenizer_engine.encode_chat(&messages),
-        PromptInput::Text(text) => tokenizer_engine.encode_prompt(&text),
-        PromptInput::Tokens(ids) => Ok(ids),
+    let (encoded, extra) = web::block(move || {
+        let extra = extra();
+        let encoded = match prompt {
+            PromptInput::Chat(messages) => tokenizer_engine.encode_chat(&messages),
+            PromptInput::Text(text) => tokenizer_engine.encode_prompt(&text),
+            PromptInput::Tokens(ids) => Ok(ids),
+        };
+        (encoded, extra)
     })
     .await
     .map_err(|e| ApiError::Internal(format!("tokenizer task failed: {e}")))?;
@@ -217,22 +231,25 @@ pub(super) async fn prepare(state: &AppState, spec: GenerationSpec) -> Result<Pr
             .default_max_tokens
             .min(context.saturating_sub(prompt_len)),
     };
-    Ok(Prepared {
-        model: engine.package().id.clone(),
-        engine,
-        prompt_ids,
-        params: GenerationParams {
-            max_tokens,
-            sampling: spec.sampling,
-            stop: spec.stop,
-            ignore_eos: spec.ignore_eos,
-            use_cache: spec.use_cache,
-            pin_prefix: false,
+    Ok((
+        Prepared {
+            model: engine.package().id.clone(),
+            engine,
+            prompt_ids,
+            params: GenerationParams {
+                max_tokens,
+                sampling: spec.sampling,
+                stop: spec.stop,
+                ignore_eos: spec.ignore_eos,
+                use_cache: spec.use_cache,
+                pin_prefix: false,
+            },
+            stream: spec.stream,
+            include_usage: spec.include_usage,
+            return_token_ids: spec.return_token_ids,
         },
-        stream: spec.stream,
-        include_usage: spec.include_usage,
-        return_token_ids: spec.return_token_ids,
-    })
+        extra,
+    ))
 }
 
 /// Prompt plus completion must fit the edge model's context window.

@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::generation::{prepare, run_edge, Prepared, RequestGuard, Surface};
+use super::generation::{prepare_with, run_edge, Prepared, RequestGuard, Surface};
 use super::types::ChatCompletionRequest;
 use super::validate::{chat_spec, read_json, GenerationSpec};
 use super::{sse, AppState};
@@ -21,7 +21,7 @@ use crate::embeddings::EmbedInput;
 use crate::review::NewReview;
 use crate::routing::{
     metrics_names as routing_metrics, Decision, EdgeHealth, Extraction, OwnedHeaders, Reason,
-    RejectKind, Route, Signals, UpstreamCircuit,
+    RejectKind, Route, SignalError, Signals, UpstreamCircuit,
 };
 use crate::upstream::{UpstreamError, UpstreamResponse};
 
@@ -53,15 +53,13 @@ async fn decide(
     let model = spec.model.clone();
     let metadata = spec.metadata.clone();
     let user_text = spec.user_text.clone();
-    // Scoring and tokenization are independent blocking-pool work: run them side by side
-    // rather than paying two pool round trips one after the other.
-    let (extraction, prepared) = futures_util::future::join(
-        score_signals(state, metadata, headers, user_text),
-        prepare(state, spec),
-    )
-    .await;
-    let extraction = extraction?;
-    let prepared = prepared?;
+    // The embedding (async: cache or encoder worker) comes first; signal extraction and
+    // tokenization are then one blocking-pool task.
+    let started = Instant::now();
+    let extract = score_signals(state, metadata, headers, user_text).await;
+    let (prepared, extraction) = prepare_with(state, spec, extract).await?;
+    let extraction = extraction.map_err(|e| ApiError::invalid(e.param, e.message))?;
+    routing_metrics::record_scoring(scorer_name(&extraction), started.elapsed(), &extraction.pii);
     let scores = extraction.scores;
     let engine = &prepared.engine;
     let estimated = prepared.prompt_ids.len().saturating_add(requested_max);
@@ -126,8 +124,7 @@ async fn score_signals(
     metadata: Option<Value>,
     headers: &HeaderMap,
     user_text: Vec<String>,
-) -> Result<Extraction, ApiError> {
-    let started = Instant::now();
+) -> impl FnOnce() -> Result<Extraction, SignalError> + Send + 'static {
     let mut embedded = None;
     if let Some((encoder, scorer)) = state.semantic().filter(|_| !user_text.is_empty()) {
         match encoder
@@ -143,16 +140,11 @@ async fn score_signals(
     }
     let extractor = state.signals.clone();
     let headers = OwnedHeaders::from_lookup(headers);
-    let extraction = web::block(move || {
+    move || {
         let semantic = embedded.map(|(scorer, vector)| scorer.score(&vector));
         let prompt: Vec<&str> = user_text.iter().map(String::as_str).collect();
         extractor.extract_with(metadata.as_ref(), &headers, &prompt, semantic.as_ref())
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("signal task failed: {e}")))?
-    .map_err(|e| ApiError::invalid(e.param, e.message))?;
-    routing_metrics::record_scoring(scorer_name(&extraction), started.elapsed(), &extraction.pii);
-    Ok(extraction)
+    }
 }
 
 /// Which scorer produced this request's content scores.

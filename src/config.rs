@@ -66,6 +66,8 @@ struct RawServer {
     max_body_bytes: usize,
     http_workers: usize,
     client_request_timeout_ms: u64,
+    client_body_timeout_ms: u64,
+    client_disconnect_timeout_ms: u64,
     keep_alive_secs: u64,
     shutdown_timeout_secs: u64,
 }
@@ -156,6 +158,8 @@ server:
   max_body_bytes: 1048576
   http_workers: 2
   client_request_timeout_ms: 10000
+  client_body_timeout_ms: 30000
+  client_disconnect_timeout_ms: 5000
   keep_alive_secs: 30
   shutdown_timeout_secs: 30
 runtime:
@@ -229,6 +233,11 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     pub http_workers: usize,
     pub client_request_timeout_ms: u64,
+    /// Time a client has to send its whole body once the head arrived (chat, completions,
+    /// route explain); slower bodies get 408.
+    pub client_body_timeout: std::time::Duration,
+    /// Time allowed for a clean connection shutdown once it has started.
+    pub client_disconnect_timeout_ms: u64,
     pub keep_alive_secs: u64,
     /// On SIGTERM/SIGINT: stop accepting, let in-flight requests and streams finish for this
     /// long, then cancel what is left.
@@ -363,6 +372,21 @@ impl Settings {
             },
             None => ConfigError::Parse(source),
         })?;
+        Self::from_built(built)
+    }
+
+    /// Validates the YAML text `yaml` layered over the defaults, ignoring the environment: the
+    /// pure entry point of configuration parsing (fuzzed in `fuzz/`, used by tests).
+    pub fn from_yaml_str(yaml: &str) -> Result<Self, ConfigError> {
+        let built = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Yaml))
+            .add_source(config::File::from_str(yaml, config::FileFormat::Yaml))
+            .build()
+            .map_err(ConfigError::Parse)?;
+        Self::from_built(built)
+    }
+
+    fn from_built(built: config::Config) -> Result<Self, ConfigError> {
         let raw: RawSettings = built.try_deserialize().map_err(ConfigError::Parse)?;
         raw.validate()
     }
@@ -385,6 +409,12 @@ impl RawSettings {
         if self.server.client_request_timeout_ms == 0 {
             return Err(invalid(
                 "server.client_request_timeout_ms",
+                "must be greater than 0",
+            ));
+        }
+        if self.server.client_body_timeout_ms == 0 {
+            return Err(invalid(
+                "server.client_body_timeout_ms",
                 "must be greater than 0",
             ));
         }
@@ -481,6 +511,10 @@ impl RawSettings {
                 max_body_bytes: self.server.max_body_bytes,
                 http_workers: self.server.http_workers,
                 client_request_timeout_ms: self.server.client_request_timeout_ms,
+                client_body_timeout: std::time::Duration::from_millis(
+                    self.server.client_body_timeout_ms,
+                ),
+                client_disconnect_timeout_ms: self.server.client_disconnect_timeout_ms,
                 keep_alive_secs: self.server.keep_alive_secs,
                 shutdown_timeout_secs: self.server.shutdown_timeout_secs,
             },

@@ -283,6 +283,10 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
                 server_settings.client_request_timeout_ms,
             ))
             .keep_alive(Duration::from_secs(server_settings.keep_alive_secs))
+            // Bounds a connection that is closing but whose client stops reading (0 = no limit).
+            .client_disconnect_timeout(Duration::from_millis(
+                server_settings.client_disconnect_timeout_ms,
+            ))
             // actix handles SIGTERM/SIGINT: stop accepting, wait this long for in-flight
             // requests (streams included), then drop them, which cancels their generations.
             .shutdown_timeout(server_settings.shutdown_timeout_secs)

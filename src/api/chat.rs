@@ -13,7 +13,7 @@ pub async fn chat_completions(
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    let spec = read_json::<ChatCompletionRequest>(payload, state.settings.server.max_body_bytes)
+    let spec = read_json::<ChatCompletionRequest>(payload, &state.settings.server)
         .await
         .and_then(|(body, raw)| chat_spec(body, raw, &state.settings.engine))
         .map(|mut spec| {

@@ -13,7 +13,7 @@ pub async fn completions(
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    let spec = read_json::<CompletionRequest>(payload, state.settings.server.max_body_bytes)
+    let spec = read_json::<CompletionRequest>(payload, &state.settings.server)
         .await
         .and_then(|(body, raw)| completion_spec(body, raw, &state.settings.engine))
         .map(|mut spec| {

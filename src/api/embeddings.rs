@@ -81,7 +81,7 @@ pub async fn embeddings(state: web::Data<AppState>, payload: web::Payload) -> Ht
 }
 
 async fn serve(state: &AppState, payload: web::Payload) -> Result<HttpResponse, ApiError> {
-    let body = read_body(payload, state.settings.server.max_body_bytes).await?;
+    let body = read_body(payload, &state.settings.server).await?;
     let spec = parse(&body)?;
     let encoder = state.encoder(&spec.model)?;
     let package = encoder.package();

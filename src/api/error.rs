@@ -27,6 +27,9 @@ pub enum ApiError {
     ModelNotFound(String),
     #[error("request body exceeds the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// The client did not finish sending its body in time.
+    #[error("the request body was not received within {after_ms} ms")]
+    RequestTimeout { after_ms: u64 },
     #[error("the server is at capacity; retry shortly")]
     QueueFull { retry_after_secs: u64 },
     #[error("the edge model's KV cache budget is fully reserved; retry shortly")]
@@ -136,6 +139,9 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => {
                 ("invalid_request_error", None, Some("request_too_large"))
             }
+            ApiError::RequestTimeout { .. } => {
+                ("invalid_request_error", None, Some("request_timeout"))
+            }
             ApiError::QueueFull { .. } => ("rate_limit_error", None, Some("queue_full")),
             ApiError::MemoryFull { .. } => ("rate_limit_error", None, Some("kv_budget_exhausted")),
             ApiError::NotReady { .. } => ("server_error", None, Some("model_loading")),
@@ -197,6 +203,7 @@ impl ResponseError for ApiError {
             ApiError::ModelNotFound(_) | ApiError::RouteNotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::QueueFull { .. } | ApiError::MemoryFull { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }

@@ -356,8 +356,7 @@ pub async fn explain(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (body, raw) =
-        read_json::<ChatCompletionRequest>(payload, state.settings.server.max_body_bytes).await?;
+    let (body, raw) = read_json::<ChatCompletionRequest>(payload, &state.settings.server).await?;
     let spec = chat_spec(body, raw, &state.settings.engine)?;
     let routed = decide(
         &state,

@@ -9,7 +9,7 @@ use super::error::ApiError;
 use super::types::{
     ChatCompletionRequest, CompletionRequest, MessageContent, PromptSpec, SamplingFields, StopSpec,
 };
-use crate::config::EngineSettings;
+use crate::config::{EngineSettings, ServerSettings};
 use crate::engine::chat_template::TemplateMessage;
 use crate::engine::sampling::SamplingParams;
 
@@ -85,21 +85,46 @@ impl WithSampling for CompletionRequest {
     }
 }
 
-/// Reads the whole body, refusing more than `limit` bytes, and parses it into `T`.
+/// Reads the whole body, refusing more than `server.max_body_bytes` bytes or taking longer than
+/// `server.client_body_timeout_ms`, and parses it into `T`.
 pub async fn read_json<T: WithSampling>(
     payload: web::Payload,
-    limit: usize,
+    server: &ServerSettings,
 ) -> Result<(T, serde_json::Value), ApiError> {
-    let body = read_body(payload, limit).await?;
+    // actix times out only the request head; without this a client trickling its body a byte
+    // at a time would hold the connection and its buffer for as long as it likes.
+    let body = read_body(payload, server).await?;
     parse_json_with_raw(&body)
 }
 
-/// Reads the whole body, refusing more than `limit` bytes.
-pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
+/// Reads the whole body within `server.client_body_timeout`, refusing more than
+/// `server.max_body_bytes`.
+pub async fn read_body(
+    payload: web::Payload,
+    server: &ServerSettings,
+) -> Result<web::BytesMut, ApiError> {
+    let limit = server.max_body_bytes;
+    tokio::time::timeout(
+        server.client_body_timeout,
+        read_body_unbounded_time(payload, limit),
+    )
+    .await
+    .map_err(|_| ApiError::RequestTimeout {
+        after_ms: u64::try_from(server.client_body_timeout.as_millis()).unwrap_or(u64::MAX),
+    })?
+}
+
+async fn read_body_unbounded_time(
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::BytesMut, ApiError> {
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk
-            .map_err(|e| ApiError::MalformedJson(format!("could not read request body: {e}")))?;
+        let chunk = chunk.map_err(|e| match e {
+            // actix reports a Content-Length above its own payload limit this way.
+            actix_web::error::PayloadError::Overflow => ApiError::PayloadTooLarge { limit },
+            other => ApiError::MalformedJson(format!("could not read request body: {other}")),
+        })?;
         if body.len() + chunk.len() > limit {
             return Err(ApiError::PayloadTooLarge { limit });
         }

@@ -8,6 +8,17 @@ use super::error::InferenceError;
 
 const TEMPLATE_NAME: &str = "chat";
 
+/// Instructions one render may execute (minijinja "fuel"). A template runs a few dozen per
+/// message, so this passes any conversation that fits a request body many times over, while a
+/// template that loops without end (nested `range` loops, recursive macros) stops in well under
+/// a second instead of holding a tokenizer thread.
+const RENDER_FUEL: u64 = 20_000_000;
+
+/// Rendered output allowed beyond twice the messages' own bytes: room for the template's text
+/// and special tokens (some templates add a long default system prompt), but not for a template
+/// that multiplies strings into gigabytes.
+const OUTPUT_SLACK_BYTES: usize = 1 << 20;
+
 /// One chat message as the template sees it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct TemplateMessage {
@@ -30,6 +41,7 @@ impl ChatTemplate {
         eos_token: Option<&str>,
     ) -> Result<Self, String> {
         let mut env = Environment::new();
+        env.set_fuel(Some(RENDER_FUEL));
         // HF templates call Python string methods (.strip(), .startswith(), ...).
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", |msg: String| -> Result<String, Error> {
@@ -54,14 +66,54 @@ impl ChatTemplate {
             .env
             .get_template(TEMPLATE_NAME)
             .map_err(|e| InferenceError::Template(e.to_string()))?;
+        let limit = messages
+            .iter()
+            .map(|m| m.role.len() + m.content.len())
+            .sum::<usize>()
+            .saturating_mul(2)
+            .saturating_add(OUTPUT_SLACK_BYTES);
+        let mut out = CappedWriter {
+            buf: Vec::new(),
+            limit,
+        };
         template
-            .render(context! {
-                messages => messages,
-                add_generation_prompt => add_generation_prompt,
-                bos_token => self.bos_token,
-                eos_token => self.eos_token,
-            })
-            .map_err(|e| InferenceError::Template(e.to_string()))
+            .render_captured_to(
+                context! {
+                    messages => messages,
+                    add_generation_prompt => add_generation_prompt,
+                    bos_token => self.bos_token,
+                    eos_token => self.eos_token,
+                },
+                &mut out,
+            )
+            .map_err(|e| match e.kind() {
+                ErrorKind::WriteFailure => {
+                    InferenceError::Template(format!("the rendered prompt exceeds {limit} bytes"))
+                }
+                _ => InferenceError::Template(e.to_string()),
+            })?;
+        String::from_utf8(out.buf)
+            .map_err(|_| InferenceError::Template("template produced invalid UTF-8".into()))
+    }
+}
+
+/// Collects rendered output and fails the render once it passes `limit` bytes.
+struct CappedWriter {
+    buf: Vec<u8>,
+    limit: usize,
+}
+
+impl std::io::Write for CappedWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len().saturating_add(data.len()) > self.limit {
+            return Err(std::io::Error::other("rendered prompt too large"));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -95,6 +147,52 @@ mod tests {
         let t = ChatTemplate::compile(TEMPLATE, Some("<s>"), None).expect("compiles");
         let err = t.render(&[msg("tool", "x")], true).expect_err("must fail");
         assert!(err.to_string().contains("bad role tool"), "{err}");
+    }
+
+    #[test]
+    fn endless_template_loops_run_out_of_fuel() {
+        let t = ChatTemplate::compile(
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            None,
+            None,
+        )
+        .expect("compiles");
+        let started = std::time::Instant::now();
+        let err = t.render(&[msg("user", "x")], true).expect_err("must stop");
+        assert!(err.to_string().contains("fuel"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+
+    #[test]
+    fn recursive_macros_hit_the_recursion_limit() {
+        let t = ChatTemplate::compile(
+            "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+            None,
+            None,
+        )
+        .expect("compiles");
+        assert!(t.render(&[msg("user", "x")], true).is_err());
+    }
+
+    #[test]
+    fn output_far_beyond_the_input_is_refused() {
+        let t = ChatTemplate::compile(
+            "{% for i in range(100) %}{{ 'x' * 1000000 }}{% endfor %}",
+            None,
+            None,
+        )
+        .expect("compiles");
+        let err = t.render(&[msg("user", "x")], true).expect_err("too large");
+        assert!(err.to_string().contains("exceeds"), "{err}");
+    }
+
+    #[test]
+    fn many_messages_fit_the_fuel_budget() {
+        // About what a 1 MiB body can hold: fuel must scale to real conversations.
+        let t = ChatTemplate::compile(TEMPLATE, Some("<s>"), None).expect("compiles");
+        let messages: Vec<_> = (0..50_000).map(|_| msg("user", "hi")).collect();
+        let out = t.render(&messages, true).expect("renders");
+        assert!(out.len() > 50_000 * 4);
     }
 
     #[test]

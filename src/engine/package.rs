@@ -8,6 +8,14 @@ use serde_json::Value;
 
 use super::error::ModelError;
 
+/// Upper bounds for the sizes a package declares (see `check_dimensions`); generous for real
+/// models (the largest open models use about 2^20 context, 256k vocabularies, 128 layers).
+const MAX_CONTEXT_LENGTH: usize = 1 << 24;
+const MAX_VOCAB_SIZE: usize = 1 << 24;
+const MAX_LAYERS: usize = 1024;
+const MAX_HEADS: usize = 1024;
+const MAX_HEAD_SIZE: usize = 1 << 16;
+
 /// Which exporter produced the package, with what that implies for the KV cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PackageFormat {
@@ -89,10 +97,17 @@ impl ModelPackage {
                 .unwrap_or_else(|| "local-model".to_string()),
         };
         let genai = dir.join("genai_config.json");
+        let config = dir.join("config.json");
         let mut package = if genai.is_file() {
-            Self::from_genai(dir, &genai, id, tokenizer_file)?
-        } else if dir.join("config.json").is_file() {
-            Self::from_optimum(dir, id, tokenizer_file)?
+            Self::from_genai_json(dir, &read_text(&genai)?, id)?
+        } else if config.is_file() {
+            let gen_file = dir.join("generation_config.json");
+            let gen_text = if gen_file.is_file() {
+                Some(read_text(&gen_file)?)
+            } else {
+                None
+            };
+            Self::from_optimum_json(dir, &read_text(&config)?, gen_text.as_deref(), id)?
         } else {
             return Err(package_err(
                 dir,
@@ -111,13 +126,71 @@ impl ModelPackage {
         Ok(package)
     }
 
+    /// Parses the text of an onnxruntime-genai `genai_config.json` belonging to package `dir`.
+    /// Pure apart from naming files in `dir`, so it can be fuzzed; [`ModelPackage::load`] reads
+    /// the file and calls it.
+    pub fn from_genai_json(dir: &Path, text: &str, id: String) -> Result<Self, ModelError> {
+        let file = dir.join("genai_config.json");
+        let root = parse_json(&file, text)?;
+        let package = Self::from_genai(dir, &file, &root, id, dir.join("tokenizer.json"))?;
+        package.check_dimensions(&file)?;
+        Ok(package)
+    }
+
+    /// Parses the texts of an Optimum `config.json` and, when present,
+    /// `generation_config.json` belonging to package `dir` (pure, like
+    /// [`ModelPackage::from_genai_json`]).
+    pub fn from_optimum_json(
+        dir: &Path,
+        config: &str,
+        generation_config: Option<&str>,
+        id: String,
+    ) -> Result<Self, ModelError> {
+        let file = dir.join("config.json");
+        let cfg = parse_json(&file, config)?;
+        let gen = generation_config
+            .map(|text| parse_json(&dir.join("generation_config.json"), text))
+            .transpose()?;
+        let package = Self::from_optimum(
+            dir,
+            &file,
+            &cfg,
+            gen.as_ref(),
+            id,
+            dir.join("tokenizer.json"),
+        )?;
+        package.check_dimensions(&file)?;
+        Ok(package)
+    }
+
+    /// Refuses sizes no real model has. They come from a hand-editable file and feed buffer
+    /// sizes and arithmetic later (KV bytes per token, context budgets), where zero or absurd
+    /// values would divide by zero, overflow or ask for impossible allocations.
+    fn check_dimensions(&self, file: &Path) -> Result<(), ModelError> {
+        for (name, value, max) in [
+            ("context_length", self.context_length, MAX_CONTEXT_LENGTH),
+            ("vocab_size", self.vocab_size, MAX_VOCAB_SIZE),
+            ("num_hidden_layers", self.num_layers, MAX_LAYERS),
+            ("num_key_value_heads", self.num_kv_heads, MAX_HEADS),
+            ("head_size", self.head_size, MAX_HEAD_SIZE),
+        ] {
+            if value == 0 || value > max {
+                return Err(file_err(
+                    file,
+                    format!("{name} is {value}; it must be 1..={max}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn from_genai(
         dir: &Path,
         file: &Path,
+        root: &Value,
         id: String,
         tokenizer_file: PathBuf,
     ) -> Result<Self, ModelError> {
-        let root = read_json(file)?;
         let model = root
             .get("model")
             .ok_or_else(|| file_err(file, "missing 'model' object"))?;
@@ -168,21 +241,24 @@ impl ModelPackage {
         })
     }
 
-    fn from_optimum(dir: &Path, id: String, tokenizer_file: PathBuf) -> Result<Self, ModelError> {
-        let file = dir.join("config.json");
-        let cfg = read_json(&file)?;
-        let heads = usize_at(&cfg, "num_attention_heads")
-            .ok_or_else(|| file_err(&file, "missing num_attention_heads"))?;
+    fn from_optimum(
+        dir: &Path,
+        file: &Path,
+        cfg: &Value,
+        gen: Option<&Value>,
+        id: String,
+        tokenizer_file: PathBuf,
+    ) -> Result<Self, ModelError> {
+        let heads = usize_at(cfg, "num_attention_heads")
+            .ok_or_else(|| file_err(file, "missing num_attention_heads"))?;
         let hidden =
-            usize_at(&cfg, "hidden_size").ok_or_else(|| file_err(&file, "missing hidden_size"))?;
+            usize_at(cfg, "hidden_size").ok_or_else(|| file_err(file, "missing hidden_size"))?;
         if heads == 0 {
-            return Err(file_err(&file, "num_attention_heads is 0"));
+            return Err(file_err(file, "num_attention_heads is 0"));
         }
-        let head_size = usize_at(&cfg, "head_dim").unwrap_or(hidden / heads);
+        let head_size = usize_at(cfg, "head_dim").unwrap_or(hidden / heads);
         let mut eos = token_ids(cfg.get("eos_token_id"));
-        let gen_file = dir.join("generation_config.json");
-        if gen_file.is_file() {
-            let gen = read_json(&gen_file)?;
+        if let Some(gen) = gen {
             let gen_eos = token_ids(gen.get("eos_token_id"));
             if !gen_eos.is_empty() {
                 eos = gen_eos;
@@ -203,13 +279,13 @@ impl ModelPackage {
             onnx_file,
             tokenizer_file,
             format: PackageFormat::Optimum,
-            context_length: usize_at(&cfg, "max_position_embeddings")
-                .ok_or_else(|| file_err(&file, "missing max_position_embeddings"))?,
-            vocab_size: usize_at(&cfg, "vocab_size")
-                .ok_or_else(|| file_err(&file, "missing vocab_size"))?,
-            num_layers: usize_at(&cfg, "num_hidden_layers")
-                .ok_or_else(|| file_err(&file, "missing num_hidden_layers"))?,
-            num_kv_heads: usize_at(&cfg, "num_key_value_heads").unwrap_or(heads),
+            context_length: usize_at(cfg, "max_position_embeddings")
+                .ok_or_else(|| file_err(file, "missing max_position_embeddings"))?,
+            vocab_size: usize_at(cfg, "vocab_size")
+                .ok_or_else(|| file_err(file, "missing vocab_size"))?,
+            num_layers: usize_at(cfg, "num_hidden_layers")
+                .ok_or_else(|| file_err(file, "missing num_hidden_layers"))?,
+            num_kv_heads: usize_at(cfg, "num_key_value_heads").unwrap_or(heads),
             head_size,
             bos_token_id: token_ids(cfg.get("bos_token_id")).first().copied(),
             eos_token_ids: eos,
@@ -220,22 +296,19 @@ impl ModelPackage {
     }
 }
 
-struct TokenizerConfig {
-    chat_template: Option<String>,
-    bos_token: Option<String>,
-    eos_token: Option<String>,
+/// What the gateway takes from `tokenizer_config.json`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TokenizerConfig {
+    pub chat_template: Option<String>,
+    pub bos_token: Option<String>,
+    pub eos_token: Option<String>,
 }
 
-fn read_tokenizer_config(dir: &Path) -> Result<TokenizerConfig, ModelError> {
-    let file = dir.join("tokenizer_config.json");
-    let mut cfg = TokenizerConfig {
-        chat_template: None,
-        bos_token: None,
-        eos_token: None,
-    };
-    if file.is_file() {
-        let json = read_json(&file)?;
-        cfg.chat_template = match json.get("chat_template") {
+impl TokenizerConfig {
+    /// Parses the text of `file` (a `tokenizer_config.json`); pure, so it can be fuzzed.
+    pub fn parse(file: &Path, text: &str) -> Result<Self, ModelError> {
+        let json = parse_json(file, text)?;
+        let chat_template = match json.get("chat_template") {
             Some(Value::String(s)) => Some(s.clone()),
             // Newer tokenizers store named templates; "default" is the one chat uses.
             Some(Value::Array(list)) => list
@@ -246,14 +319,26 @@ fn read_tokenizer_config(dir: &Path) -> Result<TokenizerConfig, ModelError> {
             Some(Value::Null) | None => None,
             Some(_) => {
                 return Err(file_err(
-                    &file,
+                    file,
                     "chat_template must be a string or a list of named templates",
                 ))
             }
         };
-        cfg.bos_token = special_token(json.get("bos_token"));
-        cfg.eos_token = special_token(json.get("eos_token"));
+        Ok(Self {
+            chat_template,
+            bos_token: special_token(json.get("bos_token")),
+            eos_token: special_token(json.get("eos_token")),
+        })
     }
+}
+
+fn read_tokenizer_config(dir: &Path) -> Result<TokenizerConfig, ModelError> {
+    let file = dir.join("tokenizer_config.json");
+    let mut cfg = if file.is_file() {
+        TokenizerConfig::parse(&file, &read_text(&file)?)?
+    } else {
+        TokenizerConfig::default()
+    };
     // transformers >= 4.43 may keep the template in its own file.
     let jinja = dir.join("chat_template.jinja");
     if cfg.chat_template.is_none() && jinja.is_file() {
@@ -273,10 +358,12 @@ fn special_token(v: Option<&Value>) -> Option<String> {
     }
 }
 
-fn read_json(file: &Path) -> Result<Value, ModelError> {
-    let text =
-        std::fs::read_to_string(file).map_err(|e| file_err(file, format!("unreadable: {e}")))?;
-    serde_json::from_str(&text).map_err(|e| file_err(file, format!("invalid JSON: {e}")))
+fn read_text(file: &Path) -> Result<String, ModelError> {
+    std::fs::read_to_string(file).map_err(|e| file_err(file, format!("unreadable: {e}")))
+}
+
+fn parse_json(file: &Path, text: &str) -> Result<Value, ModelError> {
+    serde_json::from_str(text).map_err(|e| file_err(file, format!("invalid JSON: {e}")))
 }
 
 fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
@@ -340,6 +427,75 @@ mod tests {
             special_token(Some(&json!({"content": "</s>"}))).as_deref(),
             Some("</s>")
         );
+    }
+
+    const GENAI: &str = r#"{"model": {"context_length": 512, "vocab_size": 4096, "eos_token_id": [7, 1],
+        "decoder": {"num_hidden_layers": 4, "num_key_value_heads": 2, "head_size": 32}}}"#;
+
+    #[test]
+    fn genai_config_text_parses() {
+        let p = ModelPackage::from_genai_json(Path::new("/m"), GENAI, "m".into()).expect("valid");
+        assert_eq!(
+            (p.context_length, p.vocab_size, p.num_layers),
+            (512, 4096, 4)
+        );
+        assert_eq!(p.eos_token_ids, vec![7, 1]);
+    }
+
+    #[test]
+    fn zero_or_absurd_dimensions_are_rejected_naming_the_field() {
+        for (from, to, field) in [
+            (
+                "\"context_length\": 512",
+                "\"context_length\": 0",
+                "context_length",
+            ),
+            (
+                "\"head_size\": 32",
+                "\"head_size\": 18446744073709551615",
+                "head_size",
+            ),
+            (
+                "\"vocab_size\": 4096",
+                "\"vocab_size\": 1099511627776",
+                "vocab_size",
+            ),
+        ] {
+            let text = GENAI.replace(from, to);
+            let err = ModelPackage::from_genai_json(Path::new("/m"), &text, "m".into())
+                .expect_err("must fail");
+            assert!(err.to_string().contains(field), "{err}");
+        }
+    }
+
+    #[test]
+    fn optimum_head_size_rounding_to_zero_is_rejected() {
+        // hidden_size / num_attention_heads = 0: an error, not a zero-sized KV layout.
+        let cfg = r#"{"num_attention_heads": 64, "hidden_size": 8, "max_position_embeddings": 64,
+            "vocab_size": 10, "num_hidden_layers": 1, "eos_token_id": 2}"#;
+        let err = ModelPackage::from_optimum_json(Path::new("/m"), cfg, None, "m".into())
+            .expect_err("must fail");
+        assert!(err.to_string().contains("head_size"), "{err}");
+        let gen = r#"{"eos_token_id": [5, 6]}"#;
+        let ok = cfg.replace("\"hidden_size\": 8", "\"hidden_size\": 256");
+        let p = ModelPackage::from_optimum_json(Path::new("/m"), &ok, Some(gen), "m".into())
+            .expect("valid");
+        assert_eq!(p.eos_token_ids, vec![5, 6]);
+    }
+
+    #[test]
+    fn tokenizer_config_accepts_named_templates_and_rejects_other_types() {
+        let file = Path::new("tokenizer_config.json");
+        let cfg = TokenizerConfig::parse(
+            file,
+            r#"{"chat_template": [{"name": "tool_use", "template": "t"}, {"name": "default", "template": "d"}],
+                "bos_token": {"content": "<s>"}}"#,
+        )
+        .expect("valid");
+        assert_eq!(cfg.chat_template.as_deref(), Some("d"));
+        assert_eq!(cfg.bos_token.as_deref(), Some("<s>"));
+        assert!(TokenizerConfig::parse(file, r#"{"chat_template": 5}"#).is_err());
+        assert!(TokenizerConfig::parse(file, "[").is_err());
     }
 
     #[test]

@@ -25,8 +25,6 @@ use super::sse::{SseEvent, SseParser};
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 /// Largest error body kept; only its message is used.
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
-/// Longest plain-text excerpt of a non-JSON error body kept for logs.
-const ERROR_EXCERPT_CHARS: usize = 512;
 /// Pooled connections are dropped after this idle time, below the usual 60–120 s server and
 /// load-balancer idle limits, so we rarely write to a connection the other side has closed.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
@@ -476,20 +474,7 @@ impl Shared {
                 String::from("(error body unreadable)")
             }
         };
-        let body: Option<Value> = serde_json::from_str(&text).ok();
-        let message = body
-            .as_ref()
-            .and_then(|b| b.pointer("/error/message").or_else(|| b.get("message")))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .unwrap_or_else(|| text.chars().take(ERROR_EXCERPT_CHARS).collect());
-        UpstreamError::Status {
-            upstream: Arc::clone(&self.name),
-            code,
-            message,
-            body,
-            retry_after,
-        }
+        UpstreamError::from_status(Arc::clone(&self.name), code, &text, retry_after)
     }
 
     fn send_error(&self, e: &reqwest::Error) -> UpstreamError {

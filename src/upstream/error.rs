@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+/// Longest plain-text excerpt of a non-JSON error body kept (in characters) for logs.
+const ERROR_EXCERPT_CHARS: usize = 512;
+
 /// Which deadline expired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeoutStage {
@@ -190,6 +193,31 @@ impl UpstreamError {
             UpstreamError::CircuitOpen { .. }
             | UpstreamError::InvalidRequest { .. }
             | UpstreamError::ModelNotMapped { .. } => false,
+        }
+    }
+
+    /// The `Status` error for an upstream's non-success answer: `text` is its (scrubbed) body,
+    /// kept as JSON when it is JSON, with the error message pulled out of OpenAI's shape or else
+    /// a text excerpt. Pure, so the handling of hostile error bodies can be fuzzed.
+    pub fn from_status(
+        upstream: Arc<str>,
+        code: u16,
+        text: &str,
+        retry_after: Option<Duration>,
+    ) -> Self {
+        let body: Option<Value> = serde_json::from_str(text).ok();
+        let message = body
+            .as_ref()
+            .and_then(|b| b.pointer("/error/message").or_else(|| b.get("message")))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| text.chars().take(ERROR_EXCERPT_CHARS).collect());
+        UpstreamError::Status {
+            upstream,
+            code,
+            message,
+            body,
+            retry_after,
         }
     }
 

@@ -72,6 +72,10 @@ COPY deploy/docker/healthcheck.sh /usr/local/bin/edge-gateway-healthcheck
 COPY deploy/docker/gateway.yaml /etc/edge-gateway/gateway.yaml
 COPY policies /etc/edge-gateway/policies
 COPY ${MODEL_DIR} /opt/edge-gateway/models/${MODEL_NAME}
+# The encoder behind /v1/embeddings and the semantic routing scorers, and the scorers'
+# exemplars (also under policies/, which deployments may mount over).
+COPY onnx/models/all-minilm-l6-v2-int8 /opt/edge-gateway/models/all-minilm-l6-v2-int8
+COPY policies/exemplars /etc/edge-gateway/exemplars
 RUN sed -i "s|/opt/edge-gateway/models/edge-tiny-genai|/opt/edge-gateway/models/${MODEL_NAME}|" \
         /etc/edge-gateway/gateway.yaml
 

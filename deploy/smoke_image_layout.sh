@@ -75,8 +75,11 @@ install -m 0755 deploy/docker/healthcheck.sh "$root/usr/local/bin/edge-gateway-h
 mkdir -p "$root/opt/onnxruntime" "$root/opt/edge-gateway/models/$MODEL_NAME" "$root/etc/edge-gateway"
 cp -a "$work/ortlib" "$root/opt/onnxruntime/lib"
 mount --bind -o ro "onnx/models/$MODEL_NAME" "$root/opt/edge-gateway/models/$MODEL_NAME"
+mkdir -p "$root/opt/edge-gateway/models/all-minilm-l6-v2-int8"
+mount --bind -o ro onnx/models/all-minilm-l6-v2-int8 "$root/opt/edge-gateway/models/all-minilm-l6-v2-int8"
 install -m 0644 deploy/docker/gateway.yaml "$root/etc/edge-gateway/gateway.yaml"
 cp -r policies "$root/etc/edge-gateway/policies"
+cp -r policies/exemplars "$root/etc/edge-gateway/exemplars"
 # Writable volumes (as the chart and compose mount them), then a read-only root.
 for d in var/lib/edge-gateway var/cache/edge-gateway tmp; do
     mkdir -p "$root/$d"

@@ -297,6 +297,9 @@ def check_config(case: str, gateway_bin: str, found: dict, problems: Problems) -
             local_policy.write_text(policies_cm["data"][name])
             # The file the pod reads at /etc/edge-gateway/policies/<name>, placed here.
             env["EDGE_GATEWAY__ROUTING__POLICY"] = str(local_policy)
+        # The image bakes the exemplars at /etc/edge-gateway/exemplars from policies/exemplars.
+        if cfg.get("routing", {}).get("exemplars") == "/etc/edge-gateway/exemplars":
+            env["EDGE_GATEWAY__ROUTING__EXEMPLARS"] = str(ROOT / "policies" / "exemplars")
         config_file = Path(tmp) / "gateway.yaml"
         config_file.write_text(yaml.safe_dump(cfg))
         result = subprocess.run(

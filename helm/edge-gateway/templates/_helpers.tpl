@@ -174,9 +174,12 @@ Checks of combinations values.schema.json cannot express; fails the render with 
 {{- $managed := dict
   "server" (dict "listen" (printf "0.0.0.0:%d" (int .Values.containerPort)))
   "model" (dict "path" (include "edge-gateway.modelPath" .))
+  "embeddings" (dict "path" "/opt/edge-gateway/models/all-minilm-l6-v2-int8")
   "routing" (dict
     "policy" (printf "/etc/edge-gateway/policies/%s" .Values.policies.active)
-    "reload_interval_ms" (int .Values.policies.reloadIntervalMs))
+    "reload_interval_ms" (int .Values.policies.reloadIntervalMs)
+    "exemplars" "/etc/edge-gateway/exemplars"
+    "exemplar_cache_dir" "/var/cache/edge-gateway/exemplars")
   "review" (dict "db_path" "/var/lib/edge-gateway/reviews.db")
   "cache" (dict "optimized_graph_dir" (ternary "/var/cache/edge-gateway/ort-optimized" "" .Values.graphCache.enabled))
   "auth" (dict "keys" $keys) }}

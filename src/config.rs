@@ -32,6 +32,8 @@ pub enum ConfigError {
     Routing(#[from] crate::routing::RoutingConfigError),
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthConfigError),
+    #[error(transparent)]
+    Governance(#[from] crate::governance::config::GovernanceConfigError),
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
@@ -57,6 +59,11 @@ struct RawSettings {
     #[serde(default)]
     auth: crate::auth::RawAuth,
     logging: RawLogging,
+    governance: crate::governance::config::RawGovernance,
+    prompts: crate::governance::config::RawPrompts,
+    audit: crate::governance::config::RawAudit,
+    #[serde(default)]
+    models: Vec<crate::governance::config::RawExtraModel>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -203,6 +210,19 @@ review:
 logging:
   format: text
   level: info
+governance:
+  require_signed: false
+  trusted_keys: []
+  min_quality_score: 0.0
+  canary_key: request_id
+prompts:
+  dir: prompts
+audit:
+  enabled: true
+  queue_capacity: 65536
+  segment_max_bytes: 67108864
+  fail_closed: true
+  key_env: EDGE_GATEWAY_AUDIT_KEY
 "#;
 
 /// Validated settings: every field is usable as is.
@@ -224,6 +244,14 @@ pub struct Settings {
     /// API keys; empty means open mode (loopback only).
     pub auth: crate::auth::AuthSettings,
     pub logging: LoggingSettings,
+    /// Package signatures, the promotion gate, canary assignment, saved model state.
+    pub governance: crate::governance::config::GovernanceSettings,
+    /// Versioned system prompts.
+    pub prompts: crate::governance::config::PromptSettings,
+    /// The tamper-evident audit log; `None` when disabled.
+    pub audit: Option<crate::governance::audit::AuditSettings>,
+    /// Models served beside `model`.
+    pub extra_models: Vec<crate::governance::config::ExtraModelSettings>,
 }
 
 /// HTTP listener settings.
@@ -332,6 +360,27 @@ pub struct LoggingSettings {
 }
 
 impl Settings {
+    /// Every served model (`model` first, then `models`), with its id: the configured one, else
+    /// the package directory's name.
+    pub fn served_models(&self) -> Vec<crate::models::ServedModelSpec> {
+        let spec = |path: &Path, id: Option<&str>, context_length| crate::models::ServedModelSpec {
+            id: id.map_or_else(|| dir_name(path), str::to_string),
+            path: path.to_path_buf(),
+            context_length,
+        };
+        std::iter::once(spec(
+            &self.model.path,
+            self.model.id.as_deref(),
+            self.model.context_length,
+        ))
+        .chain(
+            self.extra_models
+                .iter()
+                .map(|m| spec(&m.path, m.id.as_deref(), m.context_length)),
+        )
+        .collect()
+    }
+
     /// Names of the configured cloud upstreams (what policies may route to).
     pub fn upstream_names(&self) -> Vec<String> {
         self.upstreams.iter().map(|u| u.name.clone()).collect()
@@ -489,6 +538,17 @@ impl RawSettings {
                 "must name a file (reviews must survive restarts)",
             ));
         }
+        // Governance state lives beside the review database unless configured elsewhere.
+        let review_db_path = PathBuf::from(&self.review.db_path);
+        let state_dir = review_db_path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let governance = self.governance.validate(&state_dir)?;
+        let prompts = self.prompts.validate()?;
+        let audit = self.audit.validate(&state_dir)?;
+        let extra_models = crate::governance::config::validate_extra_models(self.models)?;
         let format = match self.logging.format.as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -505,7 +565,7 @@ impl RawSettings {
                 format!("'{}' is not a valid filter", self.logging.level),
             ));
         }
-        Ok(Settings {
+        Settings {
             server: ServerSettings {
                 listen,
                 max_body_bytes: self.server.max_body_bytes,
@@ -561,13 +621,43 @@ impl RawSettings {
             embeddings,
             upstreams,
             routing,
-            review_db_path: PathBuf::from(self.review.db_path),
+            review_db_path,
             auth,
             logging: LoggingSettings {
                 format,
                 level: self.logging.level,
             },
-        })
+            governance,
+            prompts,
+            audit,
+            extra_models,
+        }
+        .check_served_ids()
+    }
+}
+
+fn dir_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "local-model".to_string())
+}
+
+impl Settings {
+    /// Two served models must not share an id (requests could not name one of them).
+    fn check_served_ids(self) -> Result<Self, ConfigError> {
+        let mut seen = std::collections::BTreeSet::new();
+        for m in self.served_models() {
+            if !seen.insert(m.id.clone()) {
+                return Err(ConfigError::Invalid {
+                    key: "models",
+                    message: format!(
+                        "model id '{}' is served twice; give one of them another id",
+                        m.id
+                    ),
+                });
+            }
+        }
+        Ok(self)
     }
 }
 

@@ -9,11 +9,16 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use edge_gateway::api::{configure_app, AppState};
+use edge_gateway::api::{configure_app, request_id, AppState, Governed};
 use edge_gateway::config::Settings;
 use edge_gateway::embeddings::{EmbeddingPackage, Encoder, EncoderOptions};
-use edge_gateway::engine::package::ModelPackage;
-use edge_gateway::engine::{runtime, Engine, EngineOptions};
+use edge_gateway::engine::{runtime, EngineOptions};
+use edge_gateway::governance::audit;
+use edge_gateway::governance::commands::{self, EvalRequest};
+use edge_gateway::governance::package::{verify_package, SignOptions};
+use edge_gateway::governance::prompts::PromptRegistry;
+use edge_gateway::governance::signing::KeySource;
+use edge_gateway::models::{ModelLoader, ModelRegistry, RegistrySettings};
 use edge_gateway::review::ReviewStore;
 use edge_gateway::routing::{
     self, ExemplarFiles, PolicySet, PolicyStore, ScorerMode, SignalExtractor,
@@ -55,6 +60,90 @@ enum Command {
     /// Drive an OpenAI-compatible server with concurrent streaming requests and report TTFT,
     /// inter-token latency and tokens/s.
     Loadtest(LoadtestArgs),
+    /// Model package tools: keys, signing, verification.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+    /// Run an evaluation set (JSONL) against a model package and record its quality score.
+    Eval(EvalArgs),
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Write a new ed25519 key pair: PREFIX.key (private, mode 0600) and PREFIX.pub.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write DIR/manifest.json (digests of every file) and DIR/manifest.sig.
+    Sign {
+        /// Private key file (PKCS#8 PEM or 64 hex digits).
+        #[arg(long, conflicts_with = "key_env", required_unless_present = "key_env")]
+        key: Option<PathBuf>,
+        /// Environment variable holding the private key instead.
+        #[arg(long)]
+        key_env: Option<String>,
+        /// Package version (required the first time; then kept from the manifest).
+        #[arg(long)]
+        version: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        /// Overrides what the graph's operators show.
+        #[arg(long)]
+        quantization: Option<String>,
+        dir: PathBuf,
+    },
+    /// Check DIR's signature and every file's digest; non-zero exit naming the first problem.
+    Verify {
+        /// Public key file(s) (SPKI PEM or 64 hex digits).
+        #[arg(long, required_unless_present = "pubkey_env")]
+        pubkey: Vec<PathBuf>,
+        #[arg(long)]
+        pubkey_env: Option<String>,
+        dir: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// Model package directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// Evaluation set (JSON lines).
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Also run the set against this configured upstream, for comparison.
+    #[arg(long)]
+    upstream: Option<String>,
+    /// Print the scores without writing them into the manifest.
+    #[arg(long)]
+    no_write: bool,
+    /// Version for a package without a manifest yet.
+    #[arg(long)]
+    version: Option<String>,
+    /// Also print every item's output.
+    #[arg(long)]
+    verbose: bool,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chain of every audit segment; non-zero exit naming the first bad line.
+    Verify {
+        /// Audit directory (default: audit.dir from the configuration).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -131,6 +220,22 @@ fn run() -> anyhow::Result<()> {
             for warning in &policy.warnings {
                 println!("warning: {warning}");
             }
+            let prompts = PromptRegistry::load(&settings.prompts.dir, &settings.prompts.defaults)?;
+            println!(
+                "prompts OK: {} version(s) in {}",
+                prompts.labels().len(),
+                settings.prompts.dir.display()
+            );
+            for m in settings.served_models() {
+                if let Some(v) = verify_package(&m.path, &settings.governance.trust)? {
+                    println!(
+                        "model {} OK: version {}, {} files match the manifest",
+                        m.id,
+                        v.manifest.version,
+                        v.manifest.files.len()
+                    );
+                }
+            }
             if let Some(files) = exemplar_files(&settings)? {
                 println!(
                     "exemplars OK: {} ({} complexity, {} risk, {} personal-data texts)",
@@ -162,6 +267,11 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Loadtest(args) => loadtest(args),
+        Command::Model { command } => model_command(command),
+        Command::Eval(args) => eval_command(args),
+        Command::Audit {
+            command: AuditCommand::Verify { dir, config },
+        } => audit_verify(dir, config),
         Command::Serve { config, model } => {
             let mut settings = Settings::load(config.as_deref())?;
             if let Some(dir) = model {
@@ -188,9 +298,12 @@ fn count_texts(set: &routing::semantic::ExemplarSet) -> usize {
 fn serve(settings: Settings) -> anyhow::Result<()> {
     let started = Instant::now();
     logging::init(&settings.logging);
-    // Fail fast, before binding, on what an operator must fix: the runtime library and the package.
+    // Fail fast, before binding, on what an operator must fix: the runtime library, the
+    // packages and their signatures, prompts, exemplars, the audit log.
     let env = runtime::environment(settings.runtime.ort_dylib_path.as_deref())?;
-    let package = ModelPackage::load(&settings.model.path, settings.model.id.as_deref())?;
+    for m in settings.served_models() {
+        verify_package(&m.path, &settings.governance.trust)?;
+    }
     let embedding_package = settings
         .embeddings
         .enabled
@@ -199,9 +312,23 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
         })
         .transpose()?;
     let exemplars = exemplar_files(&settings)?;
+    let prompts = Arc::new(PromptRegistry::load(
+        &settings.prompts.dir,
+        &settings.prompts.defaults,
+    )?);
     let handle = metrics::install()
         .map_err(anyhow::Error::msg)
         .context("metrics recorder")?;
+    let audit_log = settings.audit.as_ref().map(audit::start).transpose()?;
+    if let Some(log) = &audit_log {
+        tracing::info!(dir = %log.dir().display(), committed_seq = log.committed_seq(), "audit log open");
+        let record = serde_json::json!({
+            "operation": "startup",
+            "prompts": prompts.all().map(|p| serde_json::json!({"prompt": p.label(), "sha256": p.sha256})).collect::<Vec<_>>(),
+        });
+        log.record("prompt_change", record)
+            .map_err(|e| anyhow::anyhow!("audit log: {e}"))?;
+    }
     let policy = Arc::new(PolicyStore::load(
         &settings.routing.policy,
         &settings.upstream_names(),
@@ -217,12 +344,25 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
         .map(|i| policy.watch(i))
         .transpose()?;
     let settings = Arc::new(settings);
+    let registry = Arc::new(ModelRegistry::new(
+        settings.served_models(),
+        RegistrySettings {
+            min_quality_score: settings.governance.min_quality_score,
+            state_file: Some(settings.governance.model_state_path.clone()),
+        },
+        audit_log.clone(),
+    ));
     let state = web::Data::new(AppState::new(
         Arc::clone(&settings),
         handle,
         policy,
         SignalExtractor::new()?,
         Arc::new(ReviewStore::open(&settings.review_db_path)?),
+        Governed {
+            models: Arc::clone(&registry),
+            prompts,
+            audit: audit_log,
+        },
     )?);
     if state.auth.is_open() {
         tracing::warn!(listen = %settings.server.listen, "no API keys configured: running open, loopback only");
@@ -234,7 +374,11 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
         tracing::info!(upstream = %name, base_url = %s.base_url, key = s.api_key.is_some(), "cloud upstream configured");
     }
 
-    let options = EngineOptions::from_settings(&settings);
+    let loader = Arc::new(ModelLoader::new(
+        env,
+        EngineOptions::from_settings(&settings),
+        settings.governance.trust.clone(),
+    ));
     let encoder_options = EncoderOptions::from_settings(&settings);
     let loader_state = state.clone();
     // Sessions load in the background so /healthz answers while /readyz reports loading. The
@@ -251,25 +395,25 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
                     std::process::exit(1);
                 }
             }
-            match Engine::start(env, package, &options) {
-                Ok(engine) => {
-                    let p = engine.package();
-                    metrics::set_model_info(&p.id, p.layout_name(), engine.execution_provider());
-                    tracing::info!(
-                        model = %p.id,
-                        layout = p.layout_name(),
-                        context_length = engine.context_length(),
-                        execution_provider = engine.execution_provider(),
-                        ready_after_ms = started.elapsed().as_millis() as u64,
-                        "model loaded and warmed; ready"
-                    );
-                    loader_state.set_engine(engine);
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "model failed to load");
-                    eprintln!("edge-gateway: {e}");
-                    std::process::exit(1);
-                }
+            if let Err(e) = registry.load_all(loader) {
+                tracing::error!(error = %e, "model failed to load");
+                eprintln!("edge-gateway: {e}");
+                std::process::exit(1);
+            }
+            for (id, s) in registry.states().unwrap_or_default() {
+                let engine = &s.stable.engine;
+                let p = engine.package();
+                metrics::set_model_info(&id, p.layout_name(), engine.execution_provider());
+                tracing::info!(
+                    model = %id,
+                    version = %s.stable.version,
+                    candidate = s.candidate.as_ref().map(|c| c.model.version.as_str()),
+                    layout = p.layout_name(),
+                    context_length = engine.context_length(),
+                    execution_provider = engine.execution_provider(),
+                    ready_after_ms = started.elapsed().as_millis() as u64,
+                    "model loaded and warmed; ready"
+                );
             }
         })
         .context("spawning the model loader")?;
@@ -277,27 +421,190 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
     let server_settings = settings.server.clone();
     tracing::info!(listen = %server_settings.listen, "starting HTTP server");
     actix_web::rt::System::new().block_on(async move {
-        HttpServer::new(move || App::new().configure(|cfg| configure_app(cfg, state.clone())))
-            .workers(server_settings.http_workers)
-            .client_request_timeout(Duration::from_millis(
-                server_settings.client_request_timeout_ms,
-            ))
-            .keep_alive(Duration::from_secs(server_settings.keep_alive_secs))
-            // Bounds a connection that is closing but whose client stops reading (0 = no limit).
-            .client_disconnect_timeout(Duration::from_millis(
-                server_settings.client_disconnect_timeout_ms,
-            ))
-            // actix handles SIGTERM/SIGINT: stop accepting, wait this long for in-flight
-            // requests (streams included), then drop them, which cancels their generations.
-            .shutdown_timeout(server_settings.shutdown_timeout_secs)
-            .bind(server_settings.listen)
-            .with_context(|| format!("cannot listen on {}", server_settings.listen))?
-            .run()
-            .await
-            .context("HTTP server")?;
+        HttpServer::new(move || {
+            App::new()
+                .wrap(actix_web::middleware::from_fn(request_id::assign))
+                .configure(|cfg| configure_app(cfg, state.clone()))
+        })
+        .workers(server_settings.http_workers)
+        .client_request_timeout(Duration::from_millis(
+            server_settings.client_request_timeout_ms,
+        ))
+        .keep_alive(Duration::from_secs(server_settings.keep_alive_secs))
+        // Bounds a connection that is closing but whose client stops reading (0 = no limit).
+        .client_disconnect_timeout(Duration::from_millis(
+            server_settings.client_disconnect_timeout_ms,
+        ))
+        // actix handles SIGTERM/SIGINT: stop accepting, wait this long for in-flight
+        // requests (streams included), then drop them, which cancels their generations.
+        .shutdown_timeout(server_settings.shutdown_timeout_secs)
+        .bind(server_settings.listen)
+        .with_context(|| format!("cannot listen on {}", server_settings.listen))?
+        .run()
+        .await
+        .context("HTTP server")?;
         tracing::info!("HTTP server stopped; in-flight requests finished or cancelled");
         Ok(())
     })
+}
+
+fn model_command(command: ModelCommand) -> anyhow::Result<()> {
+    match command {
+        ModelCommand::Keygen { out } => {
+            let (private, public, fingerprint) = commands::keygen(&out)?;
+            println!(
+                "wrote {} (private; keep it off the gateway) and {} (public), key {fingerprint}",
+                private.display(),
+                public.display()
+            );
+        }
+        ModelCommand::Sign {
+            key,
+            key_env,
+            version,
+            name,
+            quantization,
+            dir,
+        } => {
+            let source = match (key, key_env) {
+                (Some(path), _) => KeySource::File(path),
+                (None, Some(var)) => KeySource::Env(var),
+                (None, None) => anyhow::bail!("give --key FILE or --key-env VAR"),
+            };
+            let options = SignOptions {
+                name,
+                version,
+                quantization,
+            };
+            let (m, fingerprint) = commands::sign(&dir, &source, &options)?;
+            println!(
+                "signed {} version {} ({} files, {}, {}) with key {fingerprint}{}",
+                m.name,
+                m.version,
+                m.files.len(),
+                m.layout,
+                m.quantization,
+                m.quality
+                    .as_ref()
+                    .map(|q| format!("; quality {:.3}", q.score))
+                    .unwrap_or_default()
+            );
+        }
+        ModelCommand::Verify {
+            pubkey,
+            pubkey_env,
+            dir,
+        } => {
+            let sources: Vec<KeySource> = pubkey
+                .into_iter()
+                .map(KeySource::File)
+                .chain(pubkey_env.map(KeySource::Env))
+                .collect();
+            let v = commands::verify(&dir, &sources)?;
+            let by = match &v.signature {
+                edge_gateway::governance::package::SignatureStatus::Valid(k) => k.as_str(),
+                _ => "?",
+            };
+            println!(
+                "OK: {} version {}, {} files match, signed by key {by}",
+                v.manifest.name,
+                v.manifest.version,
+                v.manifest.files.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn eval_command(args: EvalArgs) -> anyhow::Result<()> {
+    let mut settings = Settings::load(args.config.as_deref())?;
+    settings.logging.level = "warn".into();
+    logging::init(&settings.logging);
+    let request = EvalRequest {
+        model_dir: args.model,
+        data: args.data,
+        upstream: args.upstream,
+        write_manifest: !args.no_write,
+        version: args.version,
+    };
+    let summary = commands::evaluate(&settings, &request)?;
+    for (i, item) in summary.edge.items.iter().enumerate() {
+        let cloud = summary
+            .cloud
+            .as_ref()
+            .and_then(|(_, run)| run.items.get(i))
+            .map(|c| {
+                if c.passed {
+                    "  cloud: pass"
+                } else {
+                    "  cloud: FAIL"
+                }
+            })
+            .unwrap_or_default();
+        println!(
+            "{:<4} {:<24} {:<10}{cloud}",
+            if item.passed { "pass" } else { "FAIL" },
+            item.id,
+            item.check
+        );
+        if args.verbose {
+            match &item.output {
+                Ok(text) => println!("       output: {text:?}"),
+                Err(e) => println!("       error: {e}"),
+            }
+        }
+    }
+    let r = &summary.report;
+    println!(
+        "edge: {}/{} passed, score {:.3} ({}, sha256 {})",
+        r.passed,
+        r.total,
+        r.score,
+        r.data,
+        r.data_sha256.get(..12).unwrap_or_default()
+    );
+    for (kind, s) in &r.by_check {
+        println!("  {kind}: {}/{}", s.passed, s.total);
+    }
+    if let Some(c) = &r.cloud {
+        println!(
+            "cloud {} (model {}): {}/{} passed, score {:.3}",
+            c.upstream, c.model, c.passed, c.total, c.score
+        );
+    }
+    if let Some(path) = summary.manifest {
+        println!(
+            "scores written to {}; sign the package again (`edge-gateway model sign`) so the signature covers them",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn audit_verify(dir: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<()> {
+    let settings = Settings::load(config.as_deref())?;
+    let key = settings.audit.as_ref().and_then(|a| a.key.clone());
+    let dir = match (dir, &settings.audit) {
+        (Some(d), _) => d,
+        (None, Some(a)) => a.dir.clone(),
+        (None, None) => anyhow::bail!("audit is disabled in the configuration; pass --dir"),
+    };
+    let report = audit::verify_dir(&dir, key.as_ref())?;
+    println!(
+        "audit log OK: {} records in {} segment(s), last seq {}, head {}{}",
+        report.records,
+        report.segments,
+        report.head.seq,
+        report.head.hash,
+        if key.is_some() { " (keyed)" } else { "" }
+    );
+    if report.incomplete_tail_bytes > 0 {
+        println!(
+            "note: the last {} bytes are an incomplete line (a crash during a write); the gateway drops them at its next start",
+            report.incomplete_tail_bytes
+        );
+    }
+    Ok(())
 }
 
 fn loadtest(args: LoadtestArgs) -> anyhow::Result<()> {

@@ -81,7 +81,27 @@ pub async fn reject(
     let who = reviewer(&req);
     let note = body.into_inner().note;
     let review = blocking(move || store.reject(&id, &who, note.as_deref())).await?;
+    audit_review(&state, &review.id, "reject", &req, None);
     Ok(HttpResponse::Ok().json(review))
+}
+
+/// Records a reviewer's decision. The decision is already durable in the review store, so a
+/// full audit queue is logged (and counted) rather than turned into an error.
+fn audit_review(
+    state: &AppState,
+    id: &str,
+    decision: &str,
+    req: &HttpRequest,
+    route: Option<&str>,
+) {
+    let Some(audit) = &state.audit else { return };
+    let record = json!({"review": id, "decision": decision, "route": route, "by": reviewer(req)});
+    if audit.record("review_decision", record).is_err() {
+        tracing::error!(
+            review = id,
+            "audit log full; review decision not recorded there"
+        );
+    }
 }
 
 /// `POST /admin/reviews/{id}/approve`: approves, runs the request on the approved route
@@ -109,6 +129,13 @@ pub async fn approve(
     let store = Arc::clone(&state.reviews);
     let (id, who, note, approved) = (id.into_inner(), reviewer(&req), body.note, route.clone());
     let review = blocking(move || store.approve(&id, &who, &approved, note.as_deref())).await?;
+    audit_review(
+        &state,
+        &review.id,
+        "approve",
+        &req,
+        Some(&route.to_string()),
+    );
     let store = Arc::clone(&state.reviews);
     let review_id = review.id.clone();
     let finished = match run_approved(&state, &review, &route).await {
@@ -173,7 +200,8 @@ async fn run_approved(
                     completion_spec(body, raw, &state.settings.engine)?
                 }
             };
-            let prepared = prepare(state, spec).await?;
+            // Keyed by the review id: a replay lands on the same version however often it runs.
+            let prepared = prepare(state, spec, &review.id).await?;
             let response = run_edge(state, prepared, surface, RequestGuard::new("review_replay"))
                 .await
                 .map_err(|(e, _)| e)?;
@@ -188,13 +216,23 @@ async fn run_approved(
 
 /// `POST /admin/policies/reload`: reloads the policy file now; a broken file keeps the
 /// previous policy and answers 400 with the diagnostics.
-pub async fn reload_policy(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn reload_policy(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let policy = Arc::clone(&state.policy);
     let result = web::block(move || policy.reload())
         .await
         .map_err(|e| ApiError::Internal(format!("reload task failed: {e}")))?;
     match result {
         Ok(version) => {
+            if let Some(audit) = &state.audit {
+                let record =
+                    json!({"operation": "reload", "version": version, "by": reviewer(&req)});
+                if audit.record("policy_change", record).is_err() {
+                    tracing::error!("audit log full; policy reload not recorded there");
+                }
+            }
             Ok(HttpResponse::Ok().json(json!({"status": "reloaded", "version": version})))
         }
         Err(e) => Err(ApiError::invalid(

@@ -16,9 +16,10 @@ pub async fn completions(
     let spec = read_json::<CompletionRequest>(payload, &state.settings.server)
         .await
         .and_then(|(body, raw)| completion_spec(body, raw, &state.settings.engine))
-        .map(|mut spec| {
+        .and_then(|mut spec| {
             apply_cache_header(&mut spec, req.headers());
-            spec
+            super::prompts::apply_requested(&state, &mut spec)?;
+            Ok(spec)
         });
     serve(state, req, spec, Surface::Completion).await
 }

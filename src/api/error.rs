@@ -58,6 +58,86 @@ pub enum ApiError {
     /// A cloud upstream failed; already mapped to a client-facing status and message.
     #[error("{}", .0.message)]
     Upstream(crate::upstream::ClientError),
+    /// The audit log cannot take the request's decision record (fail closed).
+    #[error("{0}")]
+    AuditUnavailable(crate::governance::audit::AuditUnavailable),
+    /// A model lifecycle operation (stage, canary, promote, rollback) was refused or failed.
+    #[error("{0}")]
+    Model(crate::models::RegistryError),
+}
+
+impl From<crate::models::RegistryError> for ApiError {
+    fn from(e: crate::models::RegistryError) -> Self {
+        use crate::models::RegistryError as R;
+        match e {
+            R::UnknownModel(id) => ApiError::ModelNotFound(id),
+            R::Audit(a) => ApiError::AuditUnavailable(a),
+            other => ApiError::Model(other),
+        }
+    }
+}
+
+/// Status, type, param and code of a model operation failure.
+fn model_parts(
+    e: &crate::models::RegistryError,
+) -> (StatusCode, &'static str, Option<&'static str>, &'static str) {
+    use crate::models::RegistryError as R;
+    match e {
+        R::UnknownModel(_) => (
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            Some("model"),
+            "model_not_found",
+        ),
+        R::Loading(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            None,
+            "model_loading",
+        ),
+        R::Busy { .. } => (
+            StatusCode::CONFLICT,
+            "invalid_request_error",
+            None,
+            "model_busy",
+        ),
+        R::NoCandidate(_) => (
+            StatusCode::CONFLICT,
+            "invalid_request_error",
+            None,
+            "no_candidate",
+        ),
+        R::NothingToRollBack(_) => (
+            StatusCode::CONFLICT,
+            "invalid_request_error",
+            None,
+            "nothing_to_roll_back",
+        ),
+        R::QualityGate { .. } => (
+            StatusCode::CONFLICT,
+            "invalid_request_error",
+            None,
+            "quality_gate_failed",
+        ),
+        R::InvalidPercent(_) => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some("canary_percent"),
+            "invalid_value",
+        ),
+        R::Load { .. } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request_error",
+            Some("path"),
+            "model_load_failed",
+        ),
+        R::Audit(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            None,
+            "audit_unavailable",
+        ),
+    }
 }
 
 impl From<crate::review::ReviewError> for ApiError {
@@ -163,6 +243,11 @@ impl ApiError {
                 let (_, kind, code, _, _) = e.openai_parts();
                 (kind, None, Some(code))
             }
+            ApiError::AuditUnavailable(_) => ("server_error", None, Some("audit_unavailable")),
+            ApiError::Model(e) => {
+                let (_, kind, param, code) = model_parts(e);
+                (kind, param, Some(code))
+            }
         };
         ErrorDetail {
             message: self.to_string(),
@@ -184,7 +269,8 @@ impl ApiError {
             | ApiError::MemoryFull { retry_after_secs }
             | ApiError::NotReady { retry_after_secs } => Some(*retry_after_secs),
             ApiError::Upstream(c) => c.retry_after_secs,
-            ApiError::RouteUnavailable(_) => Some(5),
+            ApiError::RouteUnavailable(_) | ApiError::AuditUnavailable(_) => Some(5),
+            ApiError::Model(e) if model_parts(e).0 == StatusCode::SERVICE_UNAVAILABLE => Some(1),
             ApiError::Review(e) => e.openai_parts().4,
             ApiError::Auth(e) => e.openai_parts().4,
             _ => None,
@@ -219,6 +305,8 @@ impl ResponseError for ApiError {
             ApiError::Auth(e) => {
                 StatusCode::from_u16(e.openai_parts().0).unwrap_or(StatusCode::UNAUTHORIZED)
             }
+            ApiError::AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Model(e) => model_parts(e).0,
         }
     }
 

@@ -20,6 +20,7 @@ use super::AppState;
 use crate::engine::{
     Engine, GenerationEvent, GenerationParams, GenerationRequest, InferenceError, SubmitError,
 };
+use crate::models::Served;
 use crate::telemetry::metrics;
 
 /// Per-request event buffer between worker and HTTP task.
@@ -92,7 +93,7 @@ pub async fn serve(
             super::routing::dispatch(
                 &state,
                 req.headers(),
-                super::auth::principal_name(&req),
+                &super::routing::Caller::of(&req),
                 spec,
                 surface,
                 guard,
@@ -170,6 +171,10 @@ pub(super) async fn run_edge(
 #[derive(Clone)]
 pub(super) struct Prepared {
     pub engine: Arc<Engine>,
+    /// The model version chosen for the request (stable or canary candidate).
+    pub served: Served,
+    /// `name@version` of the applied system prompt.
+    pub system_prompt: Option<String>,
     pub model: String,
     pub prompt_ids: Vec<u32>,
     pub params: GenerationParams,
@@ -181,21 +186,36 @@ pub(super) struct Prepared {
 /// Checks the model, renders and tokenizes the prompt (on the blocking pool) and resolves
 /// `max_tokens`; the context-length check is left to the edge route, since the routing policy
 /// may send an over-long request to the cloud instead.
-pub(super) async fn prepare(state: &AppState, spec: GenerationSpec) -> Result<Prepared, ApiError> {
-    prepare_with(state, spec, || ()).await.map(|(p, ())| p)
+pub(super) async fn prepare(
+    state: &AppState,
+    spec: GenerationSpec,
+    canary_key: &str,
+) -> Result<Prepared, ApiError> {
+    prepare_with(state, spec, canary_key, || ())
+        .await
+        .map(|(p, ())| p)
 }
 
 /// [`prepare`], running `extra` (other CPU work of the same request, e.g. signal extraction) in
-/// the same blocking-pool task: one pool round trip instead of two.
+/// the same blocking-pool task: one pool round trip instead of two. `canary_key` decides
+/// whether a model's candidate version serves the request.
 pub(super) async fn prepare_with<T: Send + 'static>(
     state: &AppState,
     spec: GenerationSpec,
+    canary_key: &str,
     extra: impl FnOnce() -> T + Send + 'static,
 ) -> Result<(Prepared, T), ApiError> {
-    let engine = state.engine()?;
-    if spec.model != engine.package().id {
-        return Err(ApiError::ModelNotFound(spec.model));
-    }
+    let served = state
+        .models
+        .resolve(&spec.model, canary_key)
+        .map_err(|e| match e {
+            crate::models::RegistryError::Loading(_) => ApiError::NotReady {
+                retry_after_secs: state.settings.engine.retry_after_secs,
+            },
+            other => ApiError::from(other),
+        })?;
+    let engine = Arc::clone(&served.model.engine);
+    let system_prompt = spec.system_prompt.clone();
     let vocab = engine.vocab_size();
     let prompt = spec.prompt;
     let tokenizer_engine = Arc::clone(&engine);
@@ -235,6 +255,8 @@ pub(super) async fn prepare_with<T: Send + 'static>(
         Prepared {
             model: engine.package().id.clone(),
             engine,
+            served,
+            system_prompt,
             prompt_ids,
             params: GenerationParams {
                 max_tokens,

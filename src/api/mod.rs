@@ -2,6 +2,7 @@
 //! All inference work lives in `engine`.
 
 pub mod admin;
+pub mod admin_models;
 pub mod auth;
 pub mod chat;
 pub mod completions;
@@ -10,6 +11,8 @@ pub mod error;
 pub mod generation;
 pub mod health;
 pub mod models;
+pub mod prompts;
+pub mod request_id;
 pub mod routing;
 pub mod sse;
 pub mod types;
@@ -24,16 +27,30 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::auth::Authenticator;
 use crate::config::Settings;
 use crate::embeddings::Encoder;
-use crate::engine::Engine;
+use crate::governance::audit::AuditLog;
+use crate::governance::prompts::PromptRegistry;
+use crate::models::{LoadedModel, ModelRegistry};
 use crate::review::ReviewStore;
 use crate::routing::{PolicyStore, SemanticScorer, SignalExtractor};
 use crate::upstream::{UpstreamClient, UpstreamConfigError};
 use error::ApiError;
 
-/// State shared by all handlers. The engine is set once it has loaded, so the HTTP server (and
-/// `/healthz`) can come up before the model does.
+/// The governance parts of the state: served model versions, prompts, the audit log.
+pub struct Governed {
+    pub models: Arc<ModelRegistry>,
+    pub prompts: Arc<PromptRegistry>,
+    pub audit: Option<AuditLog>,
+}
+
+/// State shared by all handlers. Models load in the background after the HTTP server (and
+/// `/healthz`) came up; until then generation answers 503.
 pub struct AppState {
-    engine: OnceLock<Arc<Engine>>,
+    /// Served models and their versions (stable, canary candidate, previous).
+    pub models: Arc<ModelRegistry>,
+    /// Versioned system prompts (replaced whole on reload).
+    pub prompts: arc_swap::ArcSwap<PromptRegistry>,
+    /// Tamper-evident log of decisions and changes; `None` when disabled.
+    pub audit: Option<AuditLog>,
     /// The sentence-embedding encoder, once loaded (never when `embeddings.enabled` is false).
     encoder: OnceLock<Arc<Encoder>>,
     /// Exemplar scorers over the encoder, when `routing.scorer` allows them.
@@ -61,6 +78,7 @@ impl AppState {
         policy: Arc<PolicyStore>,
         signals: SignalExtractor,
         reviews: Arc<ReviewStore>,
+        governed: Governed,
     ) -> Result<Self, UpstreamConfigError> {
         let auth = Authenticator::new(settings.auth.keys.clone());
         let upstreams = settings
@@ -69,7 +87,9 @@ impl AppState {
             .map(|u| Ok((u.name.clone(), UpstreamClient::new(u.clone())?)))
             .collect::<Result<_, UpstreamConfigError>>()?;
         Ok(Self {
-            engine: OnceLock::new(),
+            models: governed.models,
+            prompts: arc_swap::ArcSwap::new(governed.prompts),
+            audit: governed.audit,
             encoder: OnceLock::new(),
             semantic: OnceLock::new(),
             settings,
@@ -83,11 +103,6 @@ impl AppState {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
         })
-    }
-
-    /// Publishes the loaded engine; later calls are ignored.
-    pub fn set_engine(&self, engine: Arc<Engine>) {
-        let _ = self.engine.set(engine);
     }
 
     /// Publishes the loaded encoder and, if enabled, the semantic scorers built on it; later
@@ -122,15 +137,17 @@ impl AppState {
         ))
     }
 
-    /// The engine, or 503 while it is still loading.
-    pub fn engine(&self) -> Result<Arc<Engine>, ApiError> {
-        self.engine.get().cloned().ok_or(ApiError::NotReady {
+    /// The primary model's stable version, or 503 while it is still loading.
+    pub fn primary_model(&self) -> Result<Arc<LoadedModel>, ApiError> {
+        self.models.primary().ok_or(ApiError::NotReady {
             retry_after_secs: self.settings.engine.retry_after_secs,
         })
     }
 }
 
 /// Registers every route; used by `main` and by in-process tests.
+/// Wrap the `App` with [`request_id::assign`] (`App::new().wrap(from_fn(request_id::assign))`)
+/// so every response carries `x-request-id`.
 pub fn configure_app(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
     cfg.app_data(state)
         // Admin bodies and queries use actix's extractors; their errors get the OpenAI shape too.
@@ -165,7 +182,26 @@ pub fn configure_app(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
                 .route("/reviews", web::get().to(admin::list))
                 .route("/reviews/{id}/approve", web::post().to(admin::approve))
                 .route("/reviews/{id}/reject", web::post().to(admin::reject))
-                .route("/policies/reload", web::post().to(admin::reload_policy)),
+                .route("/policies/reload", web::post().to(admin::reload_policy))
+                .route("/models", web::get().to(admin_models::list))
+                .route(
+                    "/models/{id}/candidate",
+                    web::post().to(admin_models::stage),
+                )
+                .route("/models/{id}/canary", web::post().to(admin_models::canary))
+                .route(
+                    "/models/{id}/promote",
+                    web::post().to(admin_models::promote),
+                )
+                .route(
+                    "/models/{id}/rollback",
+                    web::post().to(admin_models::rollback),
+                )
+                .route("/prompts", web::get().to(admin_models::list_prompts))
+                .route(
+                    "/prompts/reload",
+                    web::post().to(admin_models::reload_prompts),
+                ),
         )
         .default_service(web::to(not_found));
 }

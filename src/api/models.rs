@@ -8,21 +8,36 @@ use super::error::ApiError;
 use super::types::{ModelCard, ModelList};
 use super::AppState;
 
-fn card(state: &AppState) -> Result<ModelCard, ApiError> {
-    let engine = state.engine()?;
-    let package = engine.package();
-    Ok(ModelCard {
-        id: package.id.clone(),
-        object: "model",
-        created: state.started_unix,
-        owned_by: "edge-gateway",
-        metadata: json!({
-            "layout": package.layout_name(),
-            "context_length": engine.context_length(),
-            "execution_provider": engine.execution_provider(),
-            "path": package.dir.display().to_string(),
-        }),
-    })
+/// Cards of every served generation model (its stable version; the candidate in metadata).
+fn cards(state: &AppState) -> Result<Vec<ModelCard>, ApiError> {
+    let states = state.models.states().ok_or(ApiError::NotReady {
+        retry_after_secs: state.settings.engine.retry_after_secs,
+    })?;
+    Ok(states
+        .into_iter()
+        .map(|(id, s)| {
+            let engine = &s.stable.engine;
+            let package = engine.package();
+            ModelCard {
+                id,
+                object: "model",
+                created: s.stable.loaded_unix,
+                owned_by: "edge-gateway",
+                metadata: json!({
+                    "layout": package.layout_name(),
+                    "context_length": engine.context_length(),
+                    "execution_provider": engine.execution_provider(),
+                    "path": package.dir.display().to_string(),
+                    "version": s.stable.version,
+                    "candidate": s.candidate.as_ref().map(|c| json!({
+                        "version": c.model.version,
+                        "canary_percent": c.percent,
+                        "execution_provider": c.model.engine.execution_provider(),
+                    })),
+                }),
+            }
+        })
+        .collect())
 }
 
 fn embedding_card(state: &AppState) -> Option<ModelCard> {
@@ -48,8 +63,8 @@ fn embedding_card(state: &AppState) -> Option<ModelCard> {
 
 /// Lists the served models.
 pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let card = card(&state)?;
-    let data = std::iter::once(card)
+    let data = cards(&state)?
+        .into_iter()
         .chain(embedding_card(&state))
         .collect();
     Ok(HttpResponse::Ok().json(ModelList {
@@ -63,8 +78,7 @@ pub async fn retrieve(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let card = card(&state)?;
-    if card.id == *id {
+    if let Some(card) = cards(&state)?.into_iter().find(|c| c.id == *id) {
         return Ok(HttpResponse::Ok().json(card));
     }
     match embedding_card(&state) {

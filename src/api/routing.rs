@@ -18,12 +18,38 @@ use super::types::ChatCompletionRequest;
 use super::validate::{chat_spec, read_json, GenerationSpec};
 use super::{sse, AppState};
 use crate::embeddings::EmbedInput;
+use crate::governance::config::CanaryKey;
 use crate::review::NewReview;
 use crate::routing::{
     metrics_names as routing_metrics, Decision, EdgeHealth, Extraction, OwnedHeaders, Reason,
     RejectKind, Route, SignalError, Signals, UpstreamCircuit,
 };
 use crate::upstream::{UpstreamError, UpstreamResponse};
+
+/// Who is asking: the request id and the API key's name (open mode: none).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub request_id: Arc<str>,
+    pub api_key: Option<Arc<str>>,
+}
+
+impl Caller {
+    /// The caller of an HTTP request (after the request-id and auth middleware ran).
+    pub fn of(req: &HttpRequest) -> Self {
+        Self {
+            request_id: super::request_id::of(req),
+            api_key: super::auth::principal_name(req),
+        }
+    }
+
+    /// What places this request in or out of a model's canary.
+    fn canary_key(&self, mode: CanaryKey) -> &str {
+        match (mode, &self.api_key) {
+            (CanaryKey::ApiKey, Some(key)) => key,
+            (CanaryKey::ApiKey, None) | (CanaryKey::RequestId, _) => &self.request_id,
+        }
+    }
+}
 
 /// A request with its decision, ready to dispatch.
 struct Routed {
@@ -42,7 +68,7 @@ struct Routed {
 async fn decide(
     state: &AppState,
     headers: &HeaderMap,
-    api_key: Option<Arc<str>>,
+    caller: &Caller,
     spec: GenerationSpec,
 ) -> Result<Routed, ApiError> {
     let raw = spec.raw.clone();
@@ -57,7 +83,8 @@ async fn decide(
     // tokenization are then one blocking-pool task.
     let started = Instant::now();
     let extract = score_signals(state, metadata, headers, user_text).await;
-    let (prepared, extraction) = prepare_with(state, spec, extract).await?;
+    let canary_key = caller.canary_key(state.settings.governance.canary_key);
+    let (prepared, extraction) = prepare_with(state, spec, canary_key, extract).await?;
     let extraction = extraction.map_err(|e| ApiError::invalid(e.param, e.message))?;
     routing_metrics::record_scoring(scorer_name(&extraction), started.elapsed(), &extraction.pii);
     let scores = extraction.scores;
@@ -71,7 +98,7 @@ async fn decide(
         context_limit: engine.context_length() as u64,
     };
     let mut signals = Signals::new(&scores, estimated as u64, model, edge);
-    signals.api_key = api_key;
+    signals.api_key = caller.api_key.clone();
     signals.upstreams = state
         .upstreams
         .iter()
@@ -101,6 +128,9 @@ async fn decide(
         estimated_tokens = signals.estimated_tokens,
         scorer = scorer_name(&extraction),
         pii = !extraction.pii.is_empty(),
+        model_version = %prepared.served.model.version,
+        model_role = prepared.served.role.label(),
+        prompt = prepared.system_prompt.as_deref().unwrap_or("none"),
         "routing decision"
     );
     Ok(Routed {
@@ -160,15 +190,137 @@ fn scorer_name(e: &Extraction) -> &'static str {
 pub(super) async fn dispatch(
     state: &AppState,
     headers: &HeaderMap,
-    api_key: Option<Arc<str>>,
+    caller: &Caller,
     spec: GenerationSpec,
     surface: Surface,
-    mut guard: RequestGuard,
+    guard: RequestGuard,
 ) -> Result<HttpResponse, (ApiError, RequestGuard)> {
-    let routed = match decide(state, headers, api_key, spec).await {
+    let routed = match decide(state, headers, caller, spec).await {
         Ok(r) => r,
         Err(e) => return Err((e, guard)),
     };
+    // Audited before anything runs: with `audit.fail_closed`, a decision the log cannot take
+    // is not carried out.
+    if let Err(e) = audit_decision(state, caller, &routed, surface) {
+        return Err((e, guard));
+    }
+    let provenance = Provenance::of(&routed);
+    let mut result = carry_out(state, routed, surface, guard).await;
+    if let Ok((response, route)) = &mut result {
+        provenance.stamp(response, route);
+    }
+    result.map(|(r, _)| r)
+}
+
+/// Which route answered, for the response headers.
+enum Answered {
+    Edge,
+    Cloud(Arc<str>),
+    Review,
+}
+
+/// Model and prompt versions of a request, stamped on its response headers.
+struct Provenance {
+    model: String,
+    version: String,
+    role: &'static str,
+    prompt: Option<String>,
+}
+
+/// Response headers naming what answered.
+pub const ROUTE_HEADER: &str = "x-edge-route";
+pub const MODEL_VERSION_HEADER: &str = "x-edge-model-version";
+pub const PROMPT_VERSION_HEADER: &str = "x-edge-prompt-version";
+
+impl Provenance {
+    fn of(routed: &Routed) -> Self {
+        Self {
+            model: routed.prepared.model.clone(),
+            version: routed.prepared.served.model.version.clone(),
+            role: routed.prepared.served.role.label(),
+            prompt: routed.prepared.system_prompt.clone(),
+        }
+    }
+
+    fn stamp(&self, response: &mut HttpResponse, route: &Answered) {
+        use actix_web::http::header::{HeaderName, HeaderValue};
+        let mut set = |name: &'static str, value: &str| {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                response
+                    .headers_mut()
+                    .insert(HeaderName::from_static(name), v);
+            }
+        };
+        match route {
+            Answered::Edge => {
+                set(ROUTE_HEADER, "edge");
+                set(
+                    MODEL_VERSION_HEADER,
+                    &format!("{}@{}", self.model, self.version),
+                );
+                metrics::counter!(
+                    SERVED_VERSION_REQUESTS_TOTAL,
+                    "model" => self.model.clone(),
+                    "version" => self.version.clone(),
+                    "role" => self.role,
+                    "prompt" => self.prompt.clone().unwrap_or_else(|| "none".into())
+                )
+                .increment(1);
+            }
+            Answered::Cloud(name) => set(ROUTE_HEADER, &format!("cloud:{name}")),
+            Answered::Review => set(ROUTE_HEADER, "human_review"),
+        }
+        if let Some(p) = &self.prompt {
+            set(PROMPT_VERSION_HEADER, p);
+        }
+    }
+}
+
+/// Requests answered by the edge, by model, version, role (stable, candidate) and prompt.
+pub const SERVED_VERSION_REQUESTS_TOTAL: &str = "edge_gateway_served_version_requests_total";
+
+/// Appends the decision to the audit log (never prompt text).
+fn audit_decision(
+    state: &AppState,
+    caller: &Caller,
+    routed: &Routed,
+    surface: Surface,
+) -> Result<(), ApiError> {
+    let Some(audit) = &state.audit else {
+        return Ok(());
+    };
+    let s = &routed.signals;
+    let record = json!({
+        "request_id": &*caller.request_id,
+        "api_key": caller.api_key.as_deref(),
+        "endpoint": surface.endpoint(),
+        "route": routed.decision.route.to_string(),
+        "rule_id": routed.decision.rule_id.as_ref(),
+        "reason": routed.decision.reason.to_string(),
+        "policy_version": routed.policy_version,
+        "model": routed.prepared.model,
+        "model_version": routed.prepared.served.model.version,
+        "model_role": routed.prepared.served.role.label(),
+        "prompt": routed.prepared.system_prompt,
+        "data_classification": s.data_classification.as_str(),
+        "risk_score": s.risk_score,
+        "complexity_score": s.complexity_score,
+        "estimated_tokens": s.estimated_tokens,
+        "scorer": scorer_name(&routed.extraction),
+        "pii_kinds": routed.extraction.pii.counts.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+    });
+    audit
+        .record("routing_decision", record)
+        .map_err(ApiError::AuditUnavailable)
+}
+
+/// Tries the decided route, then its fallbacks.
+async fn carry_out(
+    state: &AppState,
+    routed: Routed,
+    surface: Surface,
+    mut guard: RequestGuard,
+) -> Result<(HttpResponse, Answered), (ApiError, RequestGuard)> {
     // Restricted data never has cloud targets here: the policy's guard removed them.
     let targets: Vec<Route> = std::iter::once(routed.decision.route.clone())
         .chain(routed.decision.fallbacks.iter().cloned())
@@ -182,7 +334,9 @@ pub(super) async fn dispatch(
         match target {
             Route::Edge => {
                 if targets.peek().is_none() {
-                    return run_edge(state, routed.prepared, surface, guard).await;
+                    return run_edge(state, routed.prepared, surface, guard)
+                        .await
+                        .map(|r| (r, Answered::Edge));
                 }
                 // Another route follows: shed to it when the edge is full right now.
                 match run_edge(state, routed.prepared.clone(), surface, guard).await {
@@ -197,12 +351,12 @@ pub(super) async fn dispatch(
                         guard = g;
                         edge_busy = Some(e);
                     }
-                    other => return other,
+                    other => return other.map(|r| (r, Answered::Edge)),
                 }
             }
             Route::Cloud(name) => {
                 match relay(state, &name, &routed.raw, routed.stream, surface).await {
-                    Ok(response) => return Ok(response),
+                    Ok(response) => return Ok((response, Answered::Cloud(name))),
                     Err(e) => {
                         // Only a fallback actually taken counts; without one the client gets
                         // the upstream's failure.
@@ -218,6 +372,7 @@ pub(super) async fn dispatch(
             Route::HumanReview => {
                 return submit_review(state, &routed, surface)
                     .await
+                    .map(|r| (r, Answered::Review))
                     .map_err(|e| (e, guard));
             }
             Route::Reject(message) => {
@@ -357,14 +512,9 @@ pub async fn explain(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (body, raw) = read_json::<ChatCompletionRequest>(payload, &state.settings.server).await?;
-    let spec = chat_spec(body, raw, &state.settings.engine)?;
-    let routed = decide(
-        &state,
-        req.headers(),
-        super::auth::principal_name(&req),
-        spec,
-    )
-    .await?;
+    let mut spec = chat_spec(body, raw, &state.settings.engine)?;
+    super::prompts::apply_requested(&state, &mut spec)?;
+    let routed = decide(&state, req.headers(), &Caller::of(&req), spec).await?;
     Ok(HttpResponse::Ok().json(json!({
         "object": "route.decision",
         "route": routed.decision.route.to_string(),
@@ -373,6 +523,12 @@ pub async fn explain(
         "fallbacks": routed.decision.fallbacks.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "signals": signals_json(&routed.signals, &routed.extraction),
         "policy_version": routed.policy_version,
+        "model": {
+            "id": routed.prepared.model,
+            "version": routed.prepared.served.model.version,
+            "role": routed.prepared.served.role.label(),
+        },
+        "prompt": routed.prepared.system_prompt,
     })))
 }
 

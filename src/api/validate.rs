@@ -37,6 +37,8 @@ pub struct GenerationSpec {
     pub user_text: Vec<String>,
     /// The request body as received, relayed unchanged when the request goes to the cloud.
     pub raw: serde_json::Value,
+    /// `name@version` of the versioned system prompt applied to it, if any.
+    pub system_prompt: Option<String>,
 }
 
 /// Header that lets a caller opt out of the prefix cache (`off`, `false` or `no-store`).
@@ -475,6 +477,7 @@ fn common_spec(
         metadata: s.metadata,
         user_text,
         raw,
+        system_prompt: None,
     })
 }
 

@@ -18,4 +18,4 @@ pub mod worker;
 
 pub use error::{InferenceError, ModelError};
 pub use generate::{FinishReason, GenerationEvent, GenerationParams};
-pub use worker::{Engine, EngineOptions, GenerationRequest, SubmitError};
+pub use worker::{CompletedGeneration, Engine, EngineOptions, GenerationRequest, SubmitError};

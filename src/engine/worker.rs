@@ -90,6 +90,14 @@ pub struct GenerationRequest {
     pub reservation: Option<KvReservation>,
 }
 
+/// A generation run to completion by [`Engine::generate_blocking`].
+#[derive(Debug, Clone)]
+pub struct CompletedGeneration {
+    pub text: String,
+    pub completion_tokens: usize,
+    pub finish_reason: FinishReason,
+}
+
 /// Why a request could not be queued.
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
@@ -264,33 +272,59 @@ impl Engine {
         max_tokens: usize,
         pin: bool,
     ) -> Result<(), ModelError> {
+        let params = GenerationParams {
+            max_tokens,
+            sampling: SamplingParams {
+                temperature: 0.0,
+                ..SamplingParams::default()
+            },
+            stop: Vec::new(),
+            ignore_eos: true,
+            use_cache: false,
+            pin_prefix: pin,
+        };
+        self.generate_blocking(prompt_ids, params)
+            .map(|_| ())
+            .map_err(|e| self.startup_error(what, e.to_string()))
+    }
+
+    /// Runs one generation to completion and returns its text. Blocking: for batch jobs
+    /// (warm-up, `edge-gateway eval`) on plain threads, never the async executor.
+    pub fn generate_blocking(
+        &self,
+        prompt_ids: Vec<u32>,
+        params: GenerationParams,
+    ) -> Result<CompletedGeneration, InferenceError> {
         let (tx, mut rx) = tokio::sync::mpsc::channel(EVENT_CHANNEL_CAPACITY);
         self.submit(GenerationRequest {
             prompt_ids,
-            params: GenerationParams {
-                max_tokens,
-                sampling: SamplingParams {
-                    temperature: 0.0,
-                    ..SamplingParams::default()
-                },
-                stop: Vec::new(),
-                ignore_eos: true,
-                use_cache: false,
-                pin_prefix: pin,
-            },
+            params,
             events: tx,
             enqueued_at: Instant::now(),
             reservation: None,
         })
-        .map_err(|e| self.startup_error(what, e.to_string()))?;
+        .map_err(|e| InferenceError::Runtime(e.to_string()))?;
+        let mut text = String::new();
         while let Some(event) = rx.blocking_recv() {
             match event {
-                GenerationEvent::Delta { .. } => {}
-                GenerationEvent::Done { .. } => return Ok(()),
-                GenerationEvent::Error(e) => return Err(self.startup_error(what, e.to_string())),
+                GenerationEvent::Delta { text: t, .. } => text.push_str(&t),
+                GenerationEvent::Done {
+                    finish_reason,
+                    completion_tokens,
+                    ..
+                } => {
+                    return Ok(CompletedGeneration {
+                        text,
+                        completion_tokens,
+                        finish_reason,
+                    })
+                }
+                GenerationEvent::Error(e) => return Err(e),
             }
         }
-        Err(self.startup_error(what, "worker dropped the request".into()))
+        Err(InferenceError::Output(
+            "the worker dropped the request".into(),
+        ))
     }
 
     /// Reserves the request's KV (prompt plus `max_tokens`) and queues it; fails fast when the

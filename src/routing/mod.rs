@@ -20,7 +20,7 @@ pub mod signals;
 pub mod store;
 
 mod compile;
-mod yaml;
+pub(crate) mod yaml;
 
 pub use config::{RawRouting, RoutingConfigError, RoutingSettings, ScorerMode};
 pub use error::{Diagnostic, PolicyError, SignalError};

@@ -106,6 +106,13 @@ pub fn install() -> Result<PrometheusHandle, String> {
     crate::embeddings::metrics_names::describe();
     crate::review::metrics_names::describe();
     crate::auth::metrics_names::describe();
+    crate::governance::audit::metrics_names::describe();
+    crate::models::registry::describe();
+    describe_counter!(
+        crate::api::routing::SERVED_VERSION_REQUESTS_TOTAL,
+        Unit::Count,
+        "Requests answered by the edge, by model, version, role (stable, candidate) and prompt"
+    );
     describe_counter!(
         crate::api::routing::FALLBACKS_TOTAL,
         Unit::Count,

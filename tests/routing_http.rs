@@ -10,88 +10,14 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-
+use common::recorder::Recorder as FakeCloud;
 use common::{sse_data, Gateway, GENAI_MODEL};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-
-/// A minimal OpenAI-compatible upstream: answers chat completions (JSON or SSE) and records
-/// every request body.
-struct FakeCloud {
-    base: String,
-    bodies: Arc<Mutex<Vec<Value>>>,
-}
-
-impl FakeCloud {
-    async fn start() -> FakeCloud {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let base = format!("http://{}/v1", listener.local_addr().expect("addr"));
-        let bodies = Arc::new(Mutex::new(Vec::new()));
-        let recorded = Arc::clone(&bodies);
-        tokio::spawn(async move {
-            while let Ok((mut sock, _)) = listener.accept().await {
-                let recorded = Arc::clone(&recorded);
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    let (head_end, length) = loop {
-                        let n = sock.read(&mut chunk).await.unwrap_or(0);
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            let head = String::from_utf8_lossy(&buf[..pos]).to_lowercase();
-                            let length = head
-                                .lines()
-                                .find_map(|l| l.strip_prefix("content-length:"))
-                                .and_then(|v| v.trim().parse::<usize>().ok())
-                                .unwrap_or(0);
-                            break (pos + 4, length);
-                        }
-                    };
-                    while buf.len() < head_end + length {
-                        let n = sock.read(&mut chunk).await.unwrap_or(0);
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                    }
-                    let body: Value = serde_json::from_slice(&buf[head_end..head_end + length])
-                        .unwrap_or(Value::Null);
-                    let stream = body["stream"] == json!(true);
-                    recorded.lock().expect("lock").push(body);
-                    let response = if stream {
-                        let events = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"cloud-model\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"from \"},\"finish_reason\":null}]}\n\n\
-                                      data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"cloud-model\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"the cloud\"},\"finish_reason\":\"stop\"}]}\n\n\
-                                      data: [DONE]\n\n";
-                        format!("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{events}", events.len())
-                    } else {
-                        let body = json!({"id": "c1", "object": "chat.completion", "created": 1, "model": "cloud-model",
-                            "choices": [{"index": 0, "message": {"role": "assistant", "content": "from the cloud"}, "finish_reason": "stop"}],
-                            "usage": {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4}})
-                        .to_string();
-                        format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len())
-                    };
-                    let _ = sock.write_all(response.as_bytes()).await;
-                    let _ = sock.shutdown().await;
-                });
-            }
-        });
-        FakeCloud { base, bodies }
-    }
-
-    fn received(&self) -> Vec<Value> {
-        self.bodies.lock().expect("lock").clone()
-    }
-}
 
 async fn gateway_with_cloud(cloud: &FakeCloud) -> Gateway {
     Gateway::start(
         GENAI_MODEL,
-        &[("EDGE_GATEWAY__UPSTREAMS__CLOUD__BASE_URL", &cloud.base)],
+        &[("EDGE_GATEWAY__UPSTREAMS__CLOUD__BASE_URL", &cloud.v1())],
     )
     .await
 }

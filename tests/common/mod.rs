@@ -9,6 +9,7 @@
 )]
 
 pub mod fake_cloud;
+pub mod recorder;
 
 use std::net::TcpListener;
 use std::path::PathBuf;

@@ -78,7 +78,9 @@ impl AuditLog {
         lock.try_lock().map_err(|e| {
             AuditError::Invalid(
                 settings.dir.clone(),
-                format!("in use by another gateway process ({e}); give each process its own audit.dir"),
+                format!(
+                    "in use by another gateway process ({e}); give each process its own audit.dir"
+                ),
             )
         })?;
         let (segment, head, len) = recover(&settings.dir, settings.key.as_ref())?;

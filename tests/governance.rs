@@ -333,7 +333,7 @@ async fn stream_started_on_v1_finishes_on_v1_while_new_requests_go_to_v2_and_rol
     );
 
     while let Some(chunk) = body.next().await {
-        text.push_str(&String::from_utf8(chunk.expect("bytes").to_vec()).expect("utf8"));
+        text.push_str(std::str::from_utf8(&chunk.expect("bytes")).expect("utf8"));
     }
     let events = sse_data(&text);
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));

@@ -221,6 +221,7 @@ fn run() -> anyhow::Result<()> {
                 println!("warning: {warning}");
             }
             let prompts = PromptRegistry::load(&settings.prompts.dir, &settings.prompts.defaults)?;
+            check_policy_prompts(&policy, &prompts)?;
             println!(
                 "prompts OK: {} version(s) in {}",
                 prompts.labels().len(),
@@ -291,6 +292,20 @@ fn exemplar_files(settings: &Settings) -> anyhow::Result<Option<ExemplarFiles>> 
     Ok(Some(ExemplarFiles::load(&settings.routing.exemplars)?))
 }
 
+/// Every prompt a policy rule names must exist (later reloads are checked per request).
+fn check_policy_prompts(policy: &PolicySet, prompts: &PromptRegistry) -> anyhow::Result<()> {
+    for (rule, prompt) in policy.rule_prompts() {
+        prompts.resolve(prompt).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: rule {rule}: prompt {prompt}: {}",
+                policy.source_path.display(),
+                e.message
+            )
+        })?;
+    }
+    Ok(())
+}
+
 fn count_texts(set: &routing::semantic::ExemplarSet) -> usize {
     set.groups.iter().map(|g| g.texts.len()).sum()
 }
@@ -320,15 +335,6 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)
         .context("metrics recorder")?;
     let audit_log = settings.audit.as_ref().map(audit::start).transpose()?;
-    if let Some(log) = &audit_log {
-        tracing::info!(dir = %log.dir().display(), committed_seq = log.committed_seq(), "audit log open");
-        let record = serde_json::json!({
-            "operation": "startup",
-            "prompts": prompts.all().map(|p| serde_json::json!({"prompt": p.label(), "sha256": p.sha256})).collect::<Vec<_>>(),
-        });
-        log.record("prompt_change", record)
-            .map_err(|e| anyhow::anyhow!("audit log: {e}"))?;
-    }
     let policy = Arc::new(PolicyStore::load(
         &settings.routing.policy,
         &settings.upstream_names(),
@@ -336,7 +342,19 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
     for warning in &policy.current().warnings {
         tracing::warn!(%warning, "routing policy warning");
     }
+    check_policy_prompts(&policy.current(), &prompts)?;
     tracing::info!(policy = %settings.routing.policy.display(), version = %policy.version(), "routing policy loaded");
+    if let Some(log) = &audit_log {
+        tracing::info!(dir = %log.dir().display(), committed_seq = log.committed_seq(), "audit log open");
+        let record = serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "policy_version": policy.version(),
+            "prompts": prompts.all().map(|p| serde_json::json!({"prompt": p.label(), "sha256": p.sha256})).collect::<Vec<_>>(),
+        });
+        log.record("startup", record)
+            .map_err(|e| anyhow::anyhow!("audit log: {e}"))?;
+        policy.set_audit(log.clone());
+    }
     // Kept alive for the life of the server; dropping it stops the watcher.
     let _policy_watcher = settings
         .routing

@@ -855,8 +855,8 @@ async fn audit_chain_verifies_and_detects_an_edited_line() {
             .expect("chat");
         assert_eq!(r.status(), 200);
     }
-    // One startup record plus four decisions.
-    committed_at_least(&gw, 5).await;
+    // The startup record, the model load, four decisions.
+    committed_at_least(&gw, 6).await;
     drop(gw);
     let audit = dir.join("audit");
     let records = audit_records(&audit);
@@ -875,7 +875,7 @@ async fn audit_chain_verifies_and_detects_an_edited_line() {
     );
     let audit_arg = audit.display().to_string();
     let (ok, out, err) = cli(&["audit", "verify", "--dir", &audit_arg], &[]);
-    assert!(ok && out.contains("audit log OK: 5 records"), "{out} {err}");
+    assert!(ok && out.contains("audit log OK: 6 records"), "{out} {err}");
 
     let segment = audit.join("audit-00000001.jsonl");
     let text = std::fs::read_to_string(&segment).expect("segment");
@@ -1039,4 +1039,72 @@ async fn audit_records_are_buffered_on_disk_while_the_sink_is_down_and_delivered
         Some("/ingest")
     );
     drop(gw);
+}
+
+#[tokio::test]
+async fn a_policy_rule_applies_its_prompt_unless_the_request_chose_one() {
+    let dir = tempdir("policy-prompt");
+    let policy = dir.join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "rules:\n  - id: internal-gets-triage\n    when:\n      data_classification: internal\n    route: edge\n    prompt: triage@1\ndefault: edge\n",
+    )
+    .expect("policy");
+    let policy_path = policy.display().to_string();
+    let gw = Gateway::start(
+        GENAI_MODEL,
+        &[("EDGE_GATEWAY__ROUTING__POLICY", &policy_path)],
+    )
+    .await;
+    let ask = |classification: &'static str, metadata: Value| {
+        let req = gw
+            .client
+            .post(gw.url("/v1/chat/completions"))
+            .header("x-data-classification", classification)
+            .header("x-risk-score", "0")
+            .header("x-complexity-score", "0.1")
+            .json(
+                &json!({"model": "edge-tiny-genai", "max_tokens": 2, "return_token_ids": true,
+                "messages": [{"role": "user", "content": "Hello!"}], "metadata": metadata}),
+            );
+        async move {
+            let r = req.send().await.expect("chat");
+            assert_eq!(r.status(), 200);
+            let prompt = header(&r, "x-edge-prompt-version");
+            let v: Value = r.json().await.expect("json");
+            (
+                prompt,
+                v["usage"]["prompt_tokens"].as_u64().expect("tokens"),
+            )
+        }
+    };
+    let (prompt, with_rule) = ask("internal", json!({})).await;
+    assert_eq!(prompt, "triage@1");
+    let (prompt, without) = ask("public", json!({})).await;
+    assert_eq!(prompt, "");
+    assert!(
+        with_rule > without,
+        "the rule's system prompt reached the model: {with_rule} vs {without} tokens"
+    );
+    let (prompt, _) = ask(
+        "internal",
+        json!({"prompt": "maintenance@1", "prompt_variables": {"site": "x"}}),
+    )
+    .await;
+    assert_eq!(prompt, "maintenance@1", "the request's own choice wins");
+    drop(gw);
+
+    std::fs::write(
+        &policy,
+        "rules:\n  - id: bad-prompt\n    route: edge\n    prompt: nowhere@3\ndefault: edge\n",
+    )
+    .expect("policy");
+    let (ok, _, err) = cli(
+        &["check-config"],
+        &[("EDGE_GATEWAY__ROUTING__POLICY", &policy_path)],
+    );
+    assert!(
+        !ok && err.contains("rule bad-prompt") && err.contains("nowhere"),
+        "{err}"
+    );
 }

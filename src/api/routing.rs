@@ -71,7 +71,15 @@ async fn decide(
     caller: &Caller,
     spec: GenerationSpec,
 ) -> Result<Routed, ApiError> {
-    let raw = spec.raw.clone();
+    // One policy for the whole decision, including a prompt its rule may apply.
+    let policy = state.policy.current();
+    // Kept only when a rule could still add a prompt (the request chose none): applying one
+    // re-tokenizes the conversation.
+    let unprompted = (spec.system_prompt.is_none()
+        && matches!(spec.prompt, super::validate::PromptInput::Chat(_))
+        && policy.rule_prompts().next().is_some())
+    .then(|| spec.clone());
+    let mut raw = spec.raw.clone();
     let stream = spec.stream;
     let requested_max = spec
         .max_tokens
@@ -84,7 +92,7 @@ async fn decide(
     let started = Instant::now();
     let extract = score_signals(state, metadata, headers, user_text).await;
     let canary_key = caller.canary_key(state.settings.governance.canary_key);
-    let (prepared, extraction) = prepare_with(state, spec, canary_key, extract).await?;
+    let (mut prepared, extraction) = prepare_with(state, spec, canary_key, extract).await?;
     let extraction = extraction.map_err(|e| ApiError::invalid(e.param, e.message))?;
     routing_metrics::record_scoring(scorer_name(&extraction), started.elapsed(), &extraction.pii);
     let scores = extraction.scores;
@@ -107,9 +115,26 @@ async fn decide(
             state: client.circuit_state(),
         })
         .collect();
-    let policy = state.policy.current();
     let decision = policy.decide(&signals);
     routing_metrics::record_decision(&decision);
+    if let (Some(mut spec), Some(prompt)) = (unprompted, policy.prompt_of(&decision.rule_id)) {
+        let variables = spec
+            .metadata
+            .as_ref()
+            .and_then(|m| m.get("prompt_variables"))
+            .cloned();
+        // The policy names the prompt, not the client: a prompt it cannot apply (unknown since
+        // a reload, or needing variables the request lacks) is the operator's error, a 500.
+        super::prompts::apply(state, &mut spec, prompt, variables.as_ref()).map_err(|e| {
+            tracing::error!(rule = %decision.rule_id, %prompt, error = %e, "the policy's prompt cannot be applied");
+            ApiError::Internal(format!(
+                "routing rule {} applies prompt {prompt}, which cannot be applied: {e}",
+                decision.rule_id
+            ))
+        })?;
+        raw = spec.raw.clone();
+        prepared = super::generation::prepare(state, spec, canary_key).await?;
+    }
     if let Reason::Fallback { unavailable } = &decision.reason {
         // Known unavailable before trying (open circuit, edge down): counted with the
         // fallbacks taken after a failed attempt, so one metric shows every degradation.

@@ -17,7 +17,7 @@ use crate::engine::sampling::SamplingParams;
 const MAX_STOP_BYTES: usize = 256;
 
 /// What the engine is asked to do, after validation.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct GenerationSpec {
     pub model: String,
     pub prompt: PromptInput,
@@ -62,7 +62,7 @@ pub fn apply_cache_header(spec: &mut GenerationSpec, headers: &actix_web::http::
 }
 
 /// The prompt in one of its accepted forms.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum PromptInput {
     Chat(Vec<TemplateMessage>),
     Text(String),

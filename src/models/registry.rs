@@ -268,6 +268,10 @@ impl ModelRegistry {
                 .filter(|r| r.config_path == slot.spec.path);
             let state = self.load_slot(&loader, slot, record)?;
             publish_labels(&slot.spec.id, None, Some(&state));
+            self.audit_event(
+                "model_change",
+                json!({"model": slot.spec.id, "operation": "startup_load", "outcome": "ok", "after": state_json(&state)}),
+            );
             slot.current.store(Some(Arc::new(state)));
         }
         let _ = self.loader.set(loader);

@@ -632,12 +632,13 @@ impl PolicyCompiler<'_, '_> {
         }
         self.ctx.check_fields(
             entries,
-            &["id", "description", "when", "route", "fallback"],
+            &["id", "description", "when", "route", "fallback", "prompt"],
             "a rule",
         );
         if let Some((_, v)) = field("description") {
             self.text(v, "description");
         }
+        let prompt = field("prompt").and_then(|(_, v)| self.prompt(v));
         // `Ok(None)`: no `when`, the rule matches every request; `Err`: a `when` with errors.
         let when = match field("when") {
             None => Ok(None),
@@ -657,6 +658,7 @@ impl PolicyCompiler<'_, '_> {
                     id: Arc::clone(id),
                     when,
                     target,
+                    prompt,
                 },
                 route_pos,
                 fallback_pos,
@@ -681,6 +683,27 @@ impl PolicyCompiler<'_, '_> {
             );
         }
         text
+    }
+
+    /// `prompt: name` or `prompt: name@version`: the versioned system prompt the rule applies.
+    /// Whether it exists is checked against the prompts directory when the gateway starts.
+    fn prompt(&mut self, node: &Node) -> Option<Arc<str>> {
+        let text = self.text(node, "prompt")?;
+        let (name, version) = text.split_once('@').unwrap_or((text.as_str(), "x"));
+        let label = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+'))
+        };
+        if !label(name) || !label(version) {
+            self.ctx.error(
+                node.pos,
+                "`prompt` must be a prompt name or name@version (letters, digits, `-`, `_`, `.`, `+`)",
+            );
+            return None;
+        }
+        Some(Arc::from(text))
     }
 
     fn rule_id(&mut self, node: &Node) -> Option<Arc<str>> {

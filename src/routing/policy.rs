@@ -441,6 +441,9 @@ pub(crate) struct Rule {
     /// `None`: matches every request.
     pub when: Option<Cond>,
     pub target: Target,
+    /// Versioned system prompt (`name` or `name@version`) applied to requests this rule
+    /// matches, unless the request chose one.
+    pub prompt: Option<Arc<str>>,
 }
 
 /// A compiled, validated policy file. Cheap to share (`Arc`) and immutable: a reload builds a
@@ -488,6 +491,21 @@ impl PolicySet {
     /// Rule ids in evaluation order.
     pub fn rule_ids(&self) -> impl Iterator<Item = &str> {
         self.rules.iter().map(|r| &*r.id)
+    }
+
+    /// The prompt the rule with id `rule_id` applies, if any.
+    pub fn prompt_of(&self, rule_id: &str) -> Option<&Arc<str>> {
+        self.rules
+            .iter()
+            .find(|r| &*r.id == rule_id)
+            .and_then(|r| r.prompt.as_ref())
+    }
+
+    /// Every (rule id, prompt) pair, to check the prompts exist.
+    pub fn rule_prompts(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.rules
+            .iter()
+            .filter_map(|r| r.prompt.as_deref().map(|p| (&*r.id, p)))
     }
 
     /// Decides where a request goes: the first rule whose `when` holds (else `default`), its

@@ -39,9 +39,24 @@ pub struct PolicyStore {
     reload_lock: Mutex<()>,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    /// Where policy changes are recorded, once the gateway has opened its audit log.
+    audit: std::sync::OnceLock<crate::governance::audit::AuditLog>,
 }
 
 impl PolicyStore {
+    /// Records every later policy change (by the watcher or an admin call) in `audit`.
+    pub fn set_audit(&self, audit: crate::governance::audit::AuditLog) {
+        let _ = self.audit.set(audit);
+    }
+
+    fn audit_change(&self, record: serde_json::Value) {
+        if let Some(audit) = self.audit.get() {
+            if audit.record("policy_change", record).is_err() {
+                tracing::error!("audit log full; policy change not recorded there");
+            }
+        }
+    }
+
     /// Loads the policy at `path`; a gateway should not start with a broken policy, so this
     /// fails where a later [`PolicyStore::reload`] would keep the old one. Warnings are logged.
     pub fn load(path: &Path, upstreams: &[String]) -> Result<PolicyStore, PolicyError> {
@@ -54,6 +69,7 @@ impl PolicyStore {
             reload_lock: Mutex::new(()),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
+            audit: std::sync::OnceLock::new(),
         })
     }
 
@@ -112,6 +128,13 @@ impl PolicyStore {
             Ok(policy) => {
                 log_loaded(&policy, Some(&old.version));
                 let version = policy.version.clone();
+                self.audit_change(serde_json::json!({
+                    "operation": "reload",
+                    "outcome": "ok",
+                    "path": self.path.display().to_string(),
+                    "version": version,
+                    "previous": old.version,
+                }));
                 self.current.store(Arc::new(policy));
                 self.reloads_ok.fetch_add(1, Ordering::Relaxed);
                 record_reload(OUTCOME_OK);
@@ -125,6 +148,13 @@ impl PolicyStore {
     }
 
     fn record_failure(&self, err: &PolicyError) {
+        self.audit_change(serde_json::json!({
+            "operation": "reload",
+            "outcome": "failed",
+            "path": self.path.display().to_string(),
+            "version": self.current.load().version,
+            "error": err.to_string(),
+        }));
         self.reloads_failed.fetch_add(1, Ordering::Relaxed);
         record_reload(OUTCOME_FAILED);
         tracing::warn!(

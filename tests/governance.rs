@@ -1108,3 +1108,126 @@ async fn a_policy_rule_applies_its_prompt_unless_the_request_chose_one() {
         "{err}"
     );
 }
+
+/// A tmpfs of `size` mounted at `dir` for the life of the value (tests run as root here, as in
+/// CI; the image-layout check needs the same).
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("mount");
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (CI runs as root)"
+        );
+        SmallDisk(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the filesystem holding `dir` with one file; returns its path.
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).expect("filler");
+    let block = vec![0u8; 4096];
+    while f.write_all(&block).is_ok() {}
+    let _ = f.sync_all();
+    path
+}
+
+#[tokio::test]
+async fn a_full_audit_disk_refuses_new_requests_and_loses_nothing_once_space_returns() {
+    if !Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"))
+    {
+        eprintln!("skipped: needs root to mount a small tmpfs");
+        return;
+    }
+    let dir = tempdir("audit-full");
+    let audit = dir.join("audit");
+    let disk = SmallDisk::mount(&audit, "256k");
+    let state = dir.join("reviews.db").display().to_string();
+    let audit_arg = audit.display().to_string();
+    let env = [
+        ("EDGE_GATEWAY__REVIEW__DB_PATH", state.as_str()),
+        ("EDGE_GATEWAY__AUDIT__DIR", audit_arg.as_str()),
+        ("EDGE_GATEWAY__AUDIT__QUEUE_CAPACITY", "16"),
+    ];
+    let gw = Gateway::start(GENAI_MODEL, &env).await;
+    let before = committed_at_least(&gw, 2).await;
+    let filler = fill(&audit);
+
+    let body = json!({"model": "edge-tiny-genai", "max_tokens": 1, "messages": [{"role": "user", "content": "Hi!"}]});
+    let ask = || {
+        gw.client
+            .post(gw.url("/v1/chat/completions"))
+            .header("x-risk-score", "0")
+            .header("x-complexity-score", "0.1")
+            .json(&body)
+            .send()
+    };
+    let mut accepted = 0u64;
+    let mut refused = None;
+    for _ in 0..200 {
+        let r = ask().await.expect("chat");
+        match r.status().as_u16() {
+            200 => accepted += 1,
+            503 => {
+                assert!(r.headers().contains_key("retry-after"));
+                refused = Some(r.json::<Value>().await.expect("json"));
+                break;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    let refused = refused.expect("a full queue over a full disk refuses requests");
+    assert_eq!(refused["error"]["code"], "audit_unavailable", "{refused}");
+    assert!(
+        accepted >= 1,
+        "requests were served while the writer retried"
+    );
+    let (_, ready) = gw.get_json("/readyz").await;
+    assert_eq!(ready["audit"]["healthy"], false, "{ready}");
+    assert!(
+        gw.metric("edge_gateway_audit_write_errors_total")
+            .await
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert_eq!(gw.get_json("/healthz").await.0, 200, "the process stays up");
+
+    std::fs::remove_file(filler).expect("free the disk");
+    // Every accepted request's record is written once the disk has room again.
+    let committed = committed_at_least(&gw, before + accepted).await;
+    assert_eq!(committed, before + accepted);
+    let (_, ready) = gw.get_json("/readyz").await;
+    assert_eq!(ready["audit"]["healthy"], true);
+    assert_eq!(ask().await.expect("chat").status(), 200);
+    committed_at_least(&gw, before + accepted + 1).await;
+    drop(gw);
+    let (ok, out, err) = cli(&["audit", "verify", "--dir", &audit_arg], &[]);
+    assert!(ok, "{out} {err}");
+    let decisions = audit_records(&audit)
+        .iter()
+        .filter(|r| r["kind"] == "routing_decision")
+        .count() as u64;
+    assert_eq!(
+        decisions,
+        accepted + 1,
+        "one record per accepted request, none for the refused"
+    );
+    drop(disk);
+}

@@ -59,6 +59,12 @@ fn cli(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     )
 }
 
+/// `model verify --pubkey PUBFILE DIR`.
+fn verify_cli(pubfile: &Path, dir: &Path) -> (bool, String, String) {
+    let (pubfile, dir) = (pubfile.display().to_string(), dir.display().to_string());
+    cli(&["model", "verify", "--pubkey", &pubfile, &dir], &[])
+}
+
 /// A key pair in `dir`: (private key path, public key PEM).
 fn keygen(dir: &Path) -> (String, String) {
     let prefix = dir.join("signing");
@@ -176,16 +182,7 @@ async fn signed_package_loads_and_a_flipped_byte_in_any_file_is_refused_naming_i
     let (key, public) = keygen(&dir);
     let pkg = signed_package(&dir, "pkg", "1.0.0", &key);
     let pubfile = dir.join("signing.pub");
-    let (ok, out, err) = cli(
-        &[
-            "model",
-            "verify",
-            "--pubkey",
-            pubfile.to_str().expect("utf8"),
-            pkg.to_str().expect("utf8"),
-        ],
-        &[],
-    );
+    let (ok, out, err) = verify_cli(&pubfile, &pkg);
     assert!(
         ok && out.contains("OK: edge-tiny version 1.0.0"),
         "{out} {err}"
@@ -226,16 +223,7 @@ async fn signed_package_loads_and_a_flipped_byte_in_any_file_is_refused_naming_i
         } else {
             file.as_str()
         };
-        let (ok, _, err) = cli(
-            &[
-                "model",
-                "verify",
-                "--pubkey",
-                pubfile.to_str().expect("utf8"),
-                tampered.to_str().expect("utf8"),
-            ],
-            &[],
-        );
+        let (ok, _, err) = verify_cli(&pubfile, &tampered);
         assert!(
             !ok && err.contains(named),
             "verify of a flipped byte in {file}: {err}"
@@ -263,16 +251,7 @@ async fn signed_package_loads_and_a_flipped_byte_in_any_file_is_refused_naming_i
     let extra = dir.join("extra");
     copy_dir(&pkg, &extra);
     std::fs::write(extra.join("notes.txt"), "added later").expect("write");
-    let (ok, _, err) = cli(
-        &[
-            "model",
-            "verify",
-            "--pubkey",
-            pubfile.to_str().expect("utf8"),
-            extra.to_str().expect("utf8"),
-        ],
-        &[],
-    );
+    let (ok, _, err) = verify_cli(&pubfile, &extra);
     assert!(
         !ok && err.contains("notes.txt") && err.contains("not listed"),
         "{err}"
@@ -459,40 +438,18 @@ async fn canary_share_is_within_five_points_over_1000_decisions() {
         (status, body["error"]["param"].as_str()),
         (400, Some("canary_percent"))
     );
-    let served = labelled_metric(
-        &gw,
-        "edge_gateway_served_version_requests_total",
-        &[
-            ("model", "edge-tiny"),
-            ("version", "2.0.0"),
-            ("role", "candidate"),
-            ("prompt", "none"),
-        ],
-    )
-    .await;
+    let served = gw
+        .labelled_metric(
+            "edge_gateway_served_version_requests_total",
+            &[
+                ("model", "edge-tiny"),
+                ("version", "2.0.0"),
+                ("role", "candidate"),
+                ("prompt", "none"),
+            ],
+        )
+        .await;
     assert_eq!(served, Some(1.0));
-}
-
-/// Value of the series of `name` whose labels include every pair of `labels`.
-async fn labelled_metric(gw: &Gateway, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let text = gw
-        .client
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .find(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 /// Writes `score` into the manifest of `pkg` (as `eval` would) and signs it again.
@@ -776,16 +733,16 @@ async fn versioned_prompt_is_applied_named_in_headers_and_sent_to_the_cloud_too(
     let (status, prompts) = gw.get_json("/admin/prompts").await;
     assert_eq!(status, 200);
     assert_eq!(prompts["data"].as_array().map(Vec::len), Some(3));
-    let served = labelled_metric(
-        &gw,
-        "edge_gateway_served_version_requests_total",
-        &[
-            ("model", "edge-tiny-genai"),
-            ("role", "stable"),
-            ("prompt", "maintenance@2"),
-        ],
-    )
-    .await;
+    let served = gw
+        .labelled_metric(
+            "edge_gateway_served_version_requests_total",
+            &[
+                ("model", "edge-tiny-genai"),
+                ("role", "stable"),
+                ("prompt", "maintenance@2"),
+            ],
+        )
+        .await;
     assert_eq!(served, Some(1.0));
 }
 

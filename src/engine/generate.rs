@@ -46,6 +46,24 @@ pub struct GenerationParams {
     pub pin_prefix: bool,
 }
 
+impl GenerationParams {
+    /// Greedy decoding of up to `max_tokens`, no stop sequences, no prefix cache: what
+    /// internal generations (warm-up, evaluation) use.
+    pub fn greedy(max_tokens: usize, ignore_eos: bool) -> Self {
+        Self {
+            max_tokens,
+            sampling: SamplingParams {
+                temperature: 0.0,
+                ..SamplingParams::default()
+            },
+            stop: Vec::new(),
+            ignore_eos,
+            use_cache: false,
+            pin_prefix: false,
+        }
+    }
+}
+
 /// Streamed to the HTTP layer as generation progresses.
 #[derive(Debug)]
 pub enum GenerationEvent {

@@ -14,7 +14,6 @@ use super::error::{InferenceError, ModelError};
 pub use super::generate::{FinishReason, GenerationEvent, GenerationParams};
 use super::package::ModelPackage;
 use super::runner::{Runner, RunnerOptions};
-use super::sampling::SamplingParams;
 use super::scheduler::{Scheduler, SchedulerLimits};
 use super::tokenizer::TextTokenizer;
 use crate::cache::{PrefixCache, PrefixCacheSettings};
@@ -273,15 +272,8 @@ impl Engine {
         pin: bool,
     ) -> Result<(), ModelError> {
         let params = GenerationParams {
-            max_tokens,
-            sampling: SamplingParams {
-                temperature: 0.0,
-                ..SamplingParams::default()
-            },
-            stop: Vec::new(),
-            ignore_eos: true,
-            use_cache: false,
             pin_prefix: pin,
+            ..GenerationParams::greedy(max_tokens, true)
         };
         self.generate_blocking(prompt_ids, params)
             .map(|_| ())

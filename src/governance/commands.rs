@@ -16,7 +16,6 @@ use super::signing::{KeySource, PublicKey, SecretKey};
 use crate::config::Settings;
 use crate::engine::chat_template::TemplateMessage;
 use crate::engine::package::ModelPackage;
-use crate::engine::sampling::SamplingParams;
 use crate::engine::{runtime, Engine, EngineOptions, GenerationParams, ModelError};
 use crate::upstream::{UpstreamClient, UpstreamConfigError, UpstreamResponse};
 
@@ -211,19 +210,8 @@ fn run_on_edge(
     if max_tokens == 0 {
         return Err("the prompt fills the model's context".into());
     }
-    let params = GenerationParams {
-        max_tokens,
-        sampling: SamplingParams {
-            temperature: 0.0,
-            ..SamplingParams::default()
-        },
-        stop: Vec::new(),
-        ignore_eos: false,
-        use_cache: false,
-        pin_prefix: false,
-    };
     engine
-        .generate_blocking(ids, params)
+        .generate_blocking(ids, GenerationParams::greedy(max_tokens, false))
         .map(|g| g.text)
         .map_err(|e| e.to_string())
 }

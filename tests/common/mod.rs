@@ -171,6 +171,30 @@ impl Gateway {
             .and_then(|v| v.parse().ok())
     }
 
+    /// Value of the series of metric `name` whose labels include every pair of `labels`
+    /// (whatever their order in the exposition).
+    pub async fn labelled_metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let text = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let series = format!("{name}{{");
+        text.lines()
+            .filter(|l| l.starts_with(&series))
+            .find(|l| {
+                labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
     /// The served model id.
     pub async fn model_id(&self) -> String {
         let v: serde_json::Value = self

@@ -772,6 +772,54 @@ mod tests {
     }
 
     #[test]
+    fn governance_settings_are_validated_naming_the_key() {
+        for (yaml, key) in [
+            ("models:\n  - path: a/edge-tiny-genai\n", "served twice"),
+            ("models:\n  - path: ''\n", "models[0].path"),
+            (
+                "governance:\n  require_signed: true\n",
+                "governance.require_signed",
+            ),
+            (
+                "governance:\n  min_quality_score: 1.5\n",
+                "governance.min_quality_score",
+            ),
+            (
+                "governance:\n  canary_key: tenant\n",
+                "governance.canary_key",
+            ),
+            (
+                "governance:\n  trusted_keys: [/nonexistent.pub]\n",
+                "governance.trusted_keys[0]",
+            ),
+            ("audit:\n  queue_capacity: 1\n", "audit.queue_capacity"),
+            ("audit:\n  sink:\n    url: 'ftp://x'\n", "audit.sink.url"),
+            (
+                "prompts:\n  dir: p\n  defaults: {'a b': '1'}\n",
+                "prompts.defaults",
+            ),
+        ] {
+            let err = Settings::from_yaml_str(yaml).expect_err(yaml).to_string();
+            assert!(err.contains(key), "{yaml}: {err}");
+        }
+        let s =
+            Settings::from_yaml_str("review:\n  db_path: /var/lib/eg/reviews.db\n").expect("ok");
+        let audit = s.audit.expect("audit on by default");
+        assert_eq!(audit.dir, PathBuf::from("/var/lib/eg/audit"));
+        assert_eq!(
+            s.governance.model_state_path,
+            PathBuf::from("/var/lib/eg/model-state.json")
+        );
+        let ids: Vec<String> = Settings::from_yaml_str("models:\n  - {path: x/other, id: b}\n")
+            .expect("ok")
+            .served_models()
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(ids, ["edge-tiny-genai", "b"]);
+    }
+
+    #[test]
     fn unknown_key_is_rejected_with_its_name() {
         let f = write_temp("server:\n  listne: \"127.0.0.1:1\"\n");
         let err = Settings::load_with_env(Some(&f.0), false).expect_err("must fail");

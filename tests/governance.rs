@@ -1188,3 +1188,45 @@ async fn a_full_audit_disk_refuses_new_requests_and_loses_nothing_once_space_ret
     );
     drop(disk);
 }
+
+#[tokio::test]
+async fn several_packages_are_served_side_by_side_each_under_its_id() {
+    let optimum = repo_path(common::OPTIMUM_MODEL).display().to_string();
+    let config = format!("models:\n  - path: {optimum}\n    id: tiny-optimum\n");
+    let gw = Gateway::start_with_config(GENAI_MODEL, Some(&config), &[]).await;
+    let (_, models) = gw.get_json("/v1/models").await;
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter(|m| m["metadata"]["type"] != "embedding")
+        .map(|m| m["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, ["edge-tiny-genai", "tiny-optimum"]);
+    let mut answers = Vec::new();
+    for (id, layout) in [
+        ("edge-tiny-genai", "onnxruntime-genai"),
+        ("tiny-optimum", "optimum"),
+    ] {
+        let body = json!({"model": id, "max_tokens": 12, "temperature": 0, "return_token_ids": true,
+            "messages": [{"role": "user", "content": "What is the weather in Oslo?"}]});
+        let (status, v) = gw.post_json("/v1/chat/completions", &body).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["model"], id);
+        let (_, card) = gw.get_json(&format!("/v1/models/{id}")).await;
+        assert!(
+            card["metadata"]["layout"]
+                .as_str()
+                .expect("layout")
+                .starts_with(layout),
+            "{card}"
+        );
+        answers.push(v["choices"][0]["token_ids"].clone());
+    }
+    // The same weights in both layouts: the same greedy tokens, from two engines.
+    assert_eq!(answers[0], answers[1]);
+    let (_, admin) = gw.get_json("/admin/models").await;
+    assert_eq!(admin["data"].as_array().map(Vec::len), Some(2));
+    let (status, _) = gw.post_json("/admin/models/nope/promote", &json!({})).await;
+    assert_eq!(status, 404);
+}

@@ -396,7 +396,7 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
         env,
         EngineOptions::from_settings(&settings),
         settings.governance.trust.clone(),
-    ));
+    )?);
     let encoder_options = EncoderOptions::from_settings(&settings);
     let loader_state = state.clone();
     // Sessions load in the background so /healthz answers while /readyz reports loading. The

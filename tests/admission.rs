@@ -11,34 +11,14 @@
 mod common;
 
 use common::fake_cloud::{FaultyCloud, Mode};
-use common::{repo_path, Gateway, GENAI_MODEL};
+use common::{Gateway, GENAI_MODEL};
 use serde_json::{json, Value};
 
 /// KV positions the budget holds in these tests.
 const BUDGET_TOKENS: u64 = 400;
 
-/// A memory budget leaving exactly [`BUDGET_TOKENS`] of KV for the tiny genai model.
-fn memory_budget() -> String {
-    let dir = repo_path(GENAI_MODEL);
-    let config: Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("genai_config.json")).expect("genai_config.json"),
-    )
-    .expect("json");
-    let d = &config["model"]["decoder"];
-    let per_token = 2
-        * d["num_hidden_layers"].as_u64().expect("layers")
-        * d["num_key_value_heads"].as_u64().expect("kv heads")
-        * d["head_size"].as_u64().expect("head size")
-        * 4;
-    let weights: u64 = ["model.onnx", "model.onnx.data"]
-        .iter()
-        .map(|f| std::fs::metadata(dir.join(f)).expect("model file").len())
-        .sum();
-    (weights + BUDGET_TOKENS * per_token).to_string()
-}
-
 async fn gateway(cloud: &FaultyCloud) -> Gateway {
-    let budget = memory_budget();
+    let budget = common::tiny_memory_budget(BUDGET_TOKENS);
     Gateway::start(
         GENAI_MODEL,
         &[

@@ -1230,3 +1230,31 @@ async fn several_packages_are_served_side_by_side_each_under_its_id() {
     let (status, _) = gw.post_json("/admin/models/nope/promote", &json!({})).await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn a_candidate_that_does_not_fit_beside_the_stable_version_is_refused_with_the_reason() {
+    let dir = tempdir("memory");
+    let (key, public) = keygen(&dir);
+    let v1 = signed_package(&dir, "v1", "1.0.0", &key);
+    let v2 = signed_package(&dir, "v2", "2.0.0", &key);
+    let state = dir.join("state/reviews.db").display().to_string();
+    // Room for one copy of the weights and 400 KV positions: not for a second copy.
+    let budget = common::tiny_memory_budget(400);
+    let mut env = governed_env(&state, &public);
+    env.extend([
+        ("EDGE_GATEWAY__ENGINE__MEMORY_BUDGET_BYTES", budget.as_str()),
+        ("EDGE_GATEWAY__ENGINE__RUNTIME_OVERHEAD_BYTES", "0"),
+        ("EDGE_GATEWAY__CACHE__ENABLED", "false"),
+    ]);
+    let gw = Gateway::start(v1.to_str().expect("utf8"), &env).await;
+    let entry = stage(&gw, &v2, 50).await;
+    let error = entry["last_error"].as_str().expect("error");
+    assert!(
+        error.contains("engine.memory_budget_bytes")
+            && error.contains("cannot hold this model's weights"),
+        "{error}"
+    );
+    assert!(entry["state"]["candidate"].is_null(), "{entry}");
+    let (status, version, _) = chat_version(&gw, &chat(4)).await;
+    assert_eq!((status, version.as_str()), (200, "edge-tiny@1.0.0"));
+}

@@ -59,6 +59,17 @@ pub fn apply(
     if let Some(list) = spec.raw.get_mut("messages").and_then(Value::as_array_mut) {
         list.insert(0, json!({"role": "system", "content": text}));
     }
+    // The upstream gets the rendered prompt, not the selector: a gateway upstream would apply
+    // it a second time (or not know it).
+    if let Some(meta) = spec.raw.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("prompt");
+        meta.remove("prompt_variables");
+        if meta.is_empty() {
+            if let Some(body) = spec.raw.as_object_mut() {
+                body.remove("metadata");
+            }
+        }
+    }
     spec.system_prompt = Some(prompt.label());
     Ok(())
 }

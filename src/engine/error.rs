@@ -15,6 +15,9 @@ pub enum ModelError {
     File { file: PathBuf, message: String },
     #[error("{file}: ONNX Runtime could not load the model: {message}")]
     Session { file: PathBuf, message: String },
+    /// The memory budget cannot be determined or cannot hold what is asked of it.
+    #[error("memory budget: {0}")]
+    Memory(String),
     #[error("execution provider {provider} is required (model.require_accelerator: true) but did not attach: {reason}")]
     ProviderRequired {
         provider: &'static str,

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
-use super::budget::{KvBudget, KvReservation};
+use super::budget::{FixedReservation, KvBudget, KvReservation, MemoryPool};
 use super::chat_template::{ChatTemplate, TemplateMessage};
 use super::error::{InferenceError, ModelError};
 pub use super::generate::{FinishReason, GenerationEvent, GenerationParams};
@@ -43,6 +43,9 @@ pub struct EngineOptions {
     pub memory_budget_bytes: Option<usize>,
     /// Memory kept for ONNX Runtime arenas and everything else outside weights and KV.
     pub runtime_overhead_bytes: usize,
+    /// Memory shared with the other engines of the process; `None`: this engine gets a pool
+    /// of its own from `memory_budget_bytes` (what one-off tools such as `eval` use).
+    pub memory_pool: Option<Arc<MemoryPool>>,
 }
 
 impl EngineOptions {
@@ -75,7 +78,18 @@ impl EngineOptions {
                 .map(|b| usize::try_from(b).unwrap_or(usize::MAX)),
             runtime_overhead_bytes: usize::try_from(settings.engine.runtime_overhead_bytes)
                 .unwrap_or(usize::MAX),
+            memory_pool: None,
         }
+    }
+
+    /// A memory pool from `memory_budget_bytes` (else the cgroup limit, else RAM) less the
+    /// runtime overhead.
+    pub fn new_memory_pool(&self) -> Result<Arc<MemoryPool>, String> {
+        let limit = self
+            .memory_budget_bytes
+            .or_else(super::budget::detected_memory_limit)
+            .ok_or("cannot detect the memory limit; set engine.memory_budget_bytes")?;
+        Ok(MemoryPool::new(limit, self.runtime_overhead_bytes))
     }
 }
 
@@ -119,7 +133,8 @@ pub struct Engine {
     ready: AtomicBool,
     prefix_cache: Option<Arc<PrefixCache>>,
     budget: Arc<KvBudget>,
-    memory_limit: usize,
+    /// This engine's weights and prefix cache in the memory pool, returned when it drops.
+    _memory: FixedReservation,
     execution_provider: &'static str,
 }
 
@@ -202,7 +217,7 @@ impl Engine {
                 }
             }
         }
-        let (budget, memory_limit) = kv_budget(&package, options, kv_bytes_per_token)?;
+        let (budget, memory) = kv_budget(&package, options, kv_bytes_per_token)?;
         let engine = Arc::new(Self {
             package,
             tokenizer,
@@ -213,7 +228,7 @@ impl Engine {
             ready: AtomicBool::new(false),
             prefix_cache,
             budget,
-            memory_limit,
+            _memory: memory,
             execution_provider,
         });
         metrics::set_effective_context(engine.effective_context());
@@ -393,7 +408,7 @@ impl Engine {
 
     /// The process memory budget (configured or detected).
     pub fn memory_limit(&self) -> usize {
-        self.memory_limit
+        self.budget.pool().limit()
     }
 
     /// Vocabulary size, for validating token-id prompts.
@@ -459,47 +474,41 @@ impl Worker {
     }
 }
 
-/// Derives the KV budget: memory budget minus the weights each worker session maps, the runtime
-/// overhead and the prefix cache. Returns it with the memory budget it came from.
+/// Reserves this engine's weights (each worker session maps them) and prefix cache in the
+/// memory pool — shared with the other loaded engines when `options.memory_pool` is set — and
+/// returns its KV budget over the pool with the reservation the engine keeps while it lives.
 fn kv_budget(
     package: &ModelPackage,
     options: &EngineOptions,
     kv_bytes_per_token: usize,
-) -> Result<(Arc<KvBudget>, usize), ModelError> {
-    let limit = options
-        .memory_budget_bytes
-        .or_else(super::budget::detected_memory_limit)
-        .ok_or_else(|| ModelError::Package {
-            dir: package.dir.clone(),
-            message: "cannot detect the memory limit; set engine.memory_budget_bytes".into(),
-        })?;
+) -> Result<(Arc<KvBudget>, FixedReservation), ModelError> {
+    let pool = match &options.memory_pool {
+        Some(pool) => Arc::clone(pool),
+        None => options.new_memory_pool().map_err(ModelError::Memory)?,
+    };
     let weights = super::budget::weights_bytes(&package.onnx_file) * options.workers;
     let prefix_cache = options
         .prefix_cache
         .as_ref()
         .map_or(0, |c| usize::try_from(c.max_bytes).unwrap_or(usize::MAX));
-    let fixed = weights
-        .saturating_add(options.runtime_overhead_bytes)
-        .saturating_add(prefix_cache);
-    let kv = limit.saturating_sub(fixed);
-    // At least one full-context sequence must fit, or the edge could serve nothing.
+    // At least 64 positions must stay free for sequences, or the edge could serve nothing.
     let minimum = kv_bytes_per_token.saturating_mul(64);
-    if kv < minimum {
-        return Err(ModelError::Package {
+    let fixed = pool
+        .reserve_fixed(weights.saturating_add(prefix_cache), minimum)
+        .map_err(|available| ModelError::Package {
             dir: package.dir.clone(),
             message: format!(
-                "engine.memory_budget_bytes: {limit} bytes leave {kv} for the KV cache after weights ({weights}), runtime overhead ({}) and the prefix cache ({prefix_cache}); at least {minimum} are needed",
-                options.runtime_overhead_bytes
+                "engine.memory_budget_bytes: {} bytes, of which {available} are free (other loaded models and versions, the runtime overhead and running sequences hold the rest), cannot hold this model's weights ({weights}) and prefix cache ({prefix_cache}) plus {minimum} bytes of KV cache",
+                pool.limit()
             ),
-        });
-    }
+        })?;
     tracing::info!(
-        memory_budget = limit,
+        memory_budget = pool.limit(),
         weights,
         prefix_cache,
-        kv_budget = kv,
+        kv_budget = pool.kv_capacity(),
         kv_bytes_per_token,
         "KV budget"
     );
-    Ok((KvBudget::new(kv, kv_bytes_per_token), limit))
+    Ok((KvBudget::new(pool, kv_bytes_per_token), fixed))
 }

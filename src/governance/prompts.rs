@@ -366,10 +366,16 @@ impl PromptFile {
     }
 }
 
+/// Entries of `dir`, sorted, without hidden ones: a Kubernetes ConfigMap volume keeps its
+/// real files in `..<timestamp>/` and `..data`, which are not prompts.
 fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, GovernanceError> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| GovernanceError::io(dir, e))? {
-        out.push(entry.map_err(|e| GovernanceError::io(dir, e))?.path());
+        let entry = entry.map_err(|e| GovernanceError::io(dir, e))?;
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        out.push(entry.path());
     }
     out.sort();
     Ok(out)
@@ -422,6 +428,16 @@ mod tests {
         let d = std::env::temp_dir().join(format!("eg-prompts-{tag}-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn hidden_entries_such_as_configmap_internals_are_skipped() {
+        let dir = tempdir("hidden");
+        write(&dir, "..2026_12_01/p/1.yaml", "template: hidden\n");
+        write(&dir, "p/1.yaml", "template: shown\n");
+        write(&dir, "p/.1.yaml.swp", "not yaml");
+        let r = PromptRegistry::load(&dir, &BTreeMap::new()).unwrap();
+        assert_eq!(r.labels(), ["p@1"]);
     }
 
     #[test]

@@ -61,16 +61,22 @@ pub struct ModelLoader {
 }
 
 impl ModelLoader {
+    /// A loader whose versions all draw from one memory pool (made from `options` unless
+    /// it names one), so a candidate beside its stable version is admitted only if both fit.
     pub fn new(
         env: &'static ort::environment::Environment,
-        options: EngineOptions,
+        mut options: EngineOptions,
         trust: Trust,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, ModelError> {
+        if options.memory_pool.is_none() {
+            let pool = options.new_memory_pool().map_err(ModelError::Memory)?;
+            options.memory_pool = Some(pool);
+        }
+        Ok(Self {
             env,
             options,
             trust,
-        }
+        })
     }
 
     /// Verifies and loads the package in `dir`, served as `id`. Blocking.

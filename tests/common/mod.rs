@@ -19,6 +19,27 @@ use std::time::{Duration, Instant};
 pub const GENAI_MODEL: &str = "onnx/models/edge-tiny-genai";
 pub const OPTIMUM_MODEL: &str = "onnx/models/edge-tiny-optimum";
 
+/// `engine.memory_budget_bytes` that holds the tiny genai model's weights once plus exactly
+/// `kv_tokens` positions of its (f32) KV cache, with no runtime overhead or prefix cache.
+pub fn tiny_memory_budget(kv_tokens: u64) -> String {
+    let dir = repo_path(GENAI_MODEL);
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("genai_config.json")).expect("genai_config.json"),
+    )
+    .expect("json");
+    let d = &config["model"]["decoder"];
+    let per_token = 2
+        * d["num_hidden_layers"].as_u64().expect("layers")
+        * d["num_key_value_heads"].as_u64().expect("kv heads")
+        * d["head_size"].as_u64().expect("head size")
+        * 4;
+    let weights: u64 = ["model.onnx", "model.onnx.data"]
+        .iter()
+        .map(|f| std::fs::metadata(dir.join(f)).expect("model file").len())
+        .sum();
+    (weights + kv_tokens * per_token).to_string()
+}
+
 /// A running gateway process; killed on drop.
 pub struct Gateway {
     child: Child,

@@ -1,9 +1,10 @@
 # edge-gateway container image: a release build of the gateway, the pinned ONNX Runtime library
-# from its PyPI wheel, the committed default model and routing policy, run as a non-root user.
+# from its PyPI wheel, the committed default model, routing policy and versioned prompts, run as a
+# non-root user. The review database, model state and audit log go to /var/lib/edge-gateway.
 #
 #   docker build -t edge-gateway:0.1.0 .
 #   docker run --rm -p 8080:8080 -e EDGE_GATEWAY_API_KEY=... -e EDGE_GATEWAY_ADMIN_KEY=... \
-#       edge-gateway:0.1.0
+#       -e EDGE_GATEWAY_AUDIT_KEY=... edge-gateway:0.1.0
 #
 # Build arguments shared with the GPU variant (execution-provider issue), which reuses the stages:
 #   ORT_PACKAGE    onnxruntime (CPU, default) or onnxruntime-gpu (adds the CUDA/TensorRT providers)
@@ -71,6 +72,8 @@ COPY --from=build /out/edge-gateway /usr/local/bin/edge-gateway
 COPY deploy/docker/healthcheck.sh /usr/local/bin/edge-gateway-healthcheck
 COPY deploy/docker/gateway.yaml /etc/edge-gateway/gateway.yaml
 COPY policies /etc/edge-gateway/policies
+# Versioned system prompts (<name>/<version>.yaml); read at start and on POST /admin/prompts/reload.
+COPY prompts /etc/edge-gateway/prompts
 COPY ${MODEL_DIR} /opt/edge-gateway/models/${MODEL_NAME}
 # The encoder behind /v1/embeddings and the semantic routing scorers, and the scorers'
 # exemplars (also under policies/, which deployments may mount over).

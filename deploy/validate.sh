@@ -6,16 +6,21 @@
 #
 #   shell        shellcheck of deploy/*.sh and the image's health-check script
 #   hadolint     Dockerfile
-#   context      every Dockerfile COPY source exists and passes .dockerignore
+#   context      every Dockerfile COPY source exists and passes .dockerignore; what the baked
+#                gateway.yaml reads is baked
 #   yamllint     compose, Prometheus, example and chart values files
 #   compose      `docker-compose config` (Compose v2) with and without the `cloud` profile,
-#                must fail without keys; mounts, hardening, keys and profiles checked
+#                must fail without keys (the audit key too); mounts, hardening, keys and
+#                profiles checked
 #   promtool     `promtool check config` of deploy/prometheus/prometheus.yml
-#   configs      `edge-gateway check-config` of every gateway config shipped here
+#   configs      container paths absolute, `edge-gateway check-config` of every gateway config
+#                shipped here (outside the repository, baked directories mapped to their copies)
 #   chart        values.schema.json, helm lint, Helm render of default + example values,
 #                Kubernetes schema validation, cross-checks, check-config of the rendered
-#                gateway.yaml, invalid values rejected (deploy/validate_chart.py)
-#   image-layout the gateway run as the image runs it, in a chroot (deploy/smoke_image_layout.sh)
+#                gateway.yaml, policy and prompts (signed package where signatures are
+#                required), invalid values rejected (deploy/validate_chart.py)
+#   image-layout the gateway run as the image runs it, in a chroot (deploy/smoke_image_layout.sh):
+#                API, prompts, audit log, signing and `model verify`
 #
 # `configs`, the chart's check-config and `image-layout` need an edge-gateway binary
 # (EDGE_GATEWAY_BIN, else the newer of target/release and target/debug); `image-layout` also
@@ -137,6 +142,7 @@ check_yamllint() {
 compose() {
     # Only the files given count: no .env, no COMPOSE_* or key variables from this shell.
     env -u EDGE_GATEWAY_API_KEY -u EDGE_GATEWAY_ADMIN_KEY -u EDGE_GATEWAY_CLOUD_API_KEY \
+        -u EDGE_GATEWAY_AUDIT_KEY -u EDGE_GATEWAY_TRUSTED_KEYS -u EDGE_GATEWAY_REQUIRE_SIGNED \
         -u COMPOSE_FILE -u COMPOSE_PROFILES -u COMPOSE_PROJECT_NAME \
         "$TOOLS/docker-compose" -f docker-compose.yml "$@"
 }
@@ -151,23 +157,50 @@ check_compose() {
         echo "FAIL: compose accepted a configuration without API keys"
         return 1
     fi
-    echo "  compose: refuses to start without keys (as intended)"
+    grep -v '^EDGE_GATEWAY_AUDIT_KEY=' deploy/compose/env.example >"$out.env"
+    if compose --env-file "$out.env" config --quiet 2>/dev/null; then
+        echo "FAIL: compose accepted a configuration without EDGE_GATEWAY_AUDIT_KEY"
+        rm -f "$out.env"
+        return 1
+    fi
+    rm -f "$out.env"
+    echo "  compose: refuses to start without keys, the audit key included (as intended)"
 }
 
 check_promtool() {
     "$TOOLS/promtool" check config deploy/prometheus/prometheus.yml
 }
 
-# check_gateway_config CONFIG POLICY: check-config with dummy keys, the policy path the
-# container mounts mapped to its repository copy.
+# check_gateway_config CONFIG POLICY: paths absolute (validate_files.py gateway-config), then
+# check-config with dummy keys, run from an empty directory (relative paths must not resolve
+# against this repository), the policy and the directories the image bakes mapped to their
+# repository copies.
 check_gateway_config() {
-    local config=$1 policy=$2
-    env -i PATH="$PATH" \
+    local config=$1 policy=$2 mapped output rc=0
+    local -a overrides=()
+    mapped=$("$PY" deploy/validate_files.py gateway-config "$config" 2>&1) || {
+        echo "$mapped"
+        return 1
+    }
+    [[ -n $mapped ]] && mapfile -t overrides <<<"$mapped"
+    output=$(cd "$empty_dir" && env -i PATH="$PATH" \
         EDGE_GATEWAY_API_KEY=check-config-dummy-key-0 \
         EDGE_GATEWAY_ADMIN_KEY=check-config-dummy-key-1 \
         EDGE_GATEWAY_CLOUD_API_KEY=check-config-dummy-key-2 \
-        EDGE_GATEWAY__ROUTING__POLICY="$policy" \
-        "$gateway_bin" check-config --config "$config" | sed "s|^|$config: |"
+        EDGE_GATEWAY_AUDIT_KEY=check-config-dummy-key-3 \
+        EDGE_GATEWAY__ROUTING__POLICY="$repo/$policy" "${overrides[@]}" \
+        "$bin" check-config --config "$repo/$config" 2>&1) || rc=$?
+    local line
+    while IFS= read -r line; do echo "$config: $line"; done <<<"$output"
+    [[ $rc == 0 ]] || return "$rc"
+    if [[ $mapped == *EDGE_GATEWAY__PROMPTS__DIR=* ]]; then
+        local n
+        n=$(compgen -G 'prompts/*/*.yaml' | wc -l)
+        grep -q "^prompts OK: $n version(s)" <<<"$output" || {
+            echo "$config: the $n prompts of prompts/ were not loaded"
+            return 1
+        }
+    fi
 }
 
 check_configs() {
@@ -176,15 +209,22 @@ check_configs() {
         return 77
     fi
     echo "using $gateway_bin"
-    check_gateway_config deploy/docker/gateway.yaml policies/default.yaml
-    check_gateway_config deploy/compose/gateway.yaml policies/default.yaml
-    check_gateway_config deploy/compose/cloud.yaml deploy/compose/cloud-policy/cloud.yaml
+    # Seen by check_gateway_config.
+    local repo bin empty_dir rc=0
+    repo=$PWD
+    bin=$(realpath "$gateway_bin")
+    empty_dir=$(mktemp -d)
+    check_gateway_config deploy/docker/gateway.yaml policies/default.yaml || rc=1
+    check_gateway_config deploy/compose/gateway.yaml policies/default.yaml || rc=1
+    check_gateway_config deploy/compose/cloud.yaml deploy/compose/cloud-policy/cloud.yaml || rc=1
+    rmdir "$empty_dir"
+    return "$rc"
 }
 
 check_chart() {
     local args=()
     [[ -n $gateway_bin ]] && args+=(--gateway-bin "$gateway_bin")
-    # The Helm SDK notes every load of the policy symlink on stderr; that is expected.
+    # The Helm SDK notes every load of the policy and prompts symlinks on stderr; expected.
     "$PY" deploy/validate_chart.py "${args[@]}" 2>&1 | { grep -v 'found symbolic link in path' || true; }
 }
 

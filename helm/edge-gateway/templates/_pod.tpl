@@ -9,9 +9,10 @@ metadata:
     {{- toYaml . | nindent 4 }}
     {{- end }}
   annotations:
-    # Config (and chart-made keys) changes roll the pods. Policies reload live unless
-    # policies.rollOnChange.
+    # Config, prompt (no watcher) and chart-made key changes roll the pods. Policies reload
+    # live unless policies.rollOnChange.
     checksum/config: {{ include (print $.Template.BasePath "/configmap.yaml") . | sha256sum }}
+    checksum/prompts: {{ include (print $.Template.BasePath "/configmap-prompts.yaml") . | sha256sum }}
     {{- if not .Values.auth.existingSecret }}
     checksum/api-keys: {{ include (print $.Template.BasePath "/secret.yaml") . | sha256sum }}
     {{- end }}
@@ -71,6 +72,20 @@ spec:
           mountPath: /var/lib/edge-gateway
     {{- end }}
     {{- if .Values.model.verify.enabled }}
+    {{- if eq .Values.model.verify.mode "signature" }}
+    # Checks the package's signature (by a key of governance.trustedKeysSecret) and every
+    # file's digest before the gateway loads it; a failure names the tampered file.
+    - name: verify-model
+      image: {{ include "edge-gateway.verifyImage" . }}
+      imagePullPolicy: {{ .Values.model.verify.image.pullPolicy }}
+      command:
+        - /usr/local/bin/edge-gateway
+        - model
+        - verify
+        - --pubkey-env
+        - {{ include "edge-gateway.trustedKeysEnv" . }}
+        - $(MODEL_DIR)
+    {{- else }}
     # Checks the model package before the gateway loads it (command from model.verify).
     - name: verify-model
       image: {{ include "edge-gateway.verifyImage" . }}
@@ -81,9 +96,17 @@ spec:
       args:
         {{- toYaml . | nindent 8 }}
       {{- end }}
+    {{- end }}
       env:
         - name: MODEL_DIR
           value: {{ include "edge-gateway.modelPath" . | quote }}
+        {{- with .Values.governance.trustedKeysSecret.name }}
+        - name: {{ include "edge-gateway.trustedKeysEnv" $ }}
+          valueFrom:
+            secretKeyRef:
+              name: {{ . }}
+              key: {{ $.Values.governance.trustedKeysSecret.key }}
+        {{- end }}
         {{- with .Values.model.verify.env }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -130,6 +153,39 @@ spec:
               name: {{ .secretName }}
               key: {{ .secretKey }}
         {{- end }}
+        {{- with .Values.governance.trustedKeysSecret.name }}
+        # Public keys trusted for signed model packages (governance.trusted_keys_env).
+        - name: {{ include "edge-gateway.trustedKeysEnv" $ }}
+          valueFrom:
+            secretKeyRef:
+              name: {{ . }}
+              key: {{ $.Values.governance.trustedKeysSecret.key }}
+        {{- end }}
+        {{- if .Values.audit.enabled }}
+        # HMAC key of the audit log's hash chain (audit.key_env).
+        - name: {{ include "edge-gateway.auditKeyEnv" . }}
+          valueFrom:
+            secretKeyRef:
+              name: {{ include "edge-gateway.auditKeySecretName" . }}
+              key: {{ .Values.audit.keySecret.key }}
+        {{- if and .Values.audit.sink.url .Values.audit.sink.tokenSecret.name }}
+        - name: {{ include "edge-gateway.auditSinkTokenEnv" . }}
+          valueFrom:
+            secretKeyRef:
+              name: {{ .Values.audit.sink.tokenSecret.name }}
+              key: {{ .Values.audit.sink.tokenSecret.key }}
+        {{- end }}
+        {{- if include "edge-gateway.auditDirPerPod" . }}
+        # Several pods of this Deployment may share the node's hostPath directory; an audit
+        # directory takes one writer, so each pod writes its own.
+        - name: POD_NAME
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.name
+        - name: EDGE_GATEWAY__AUDIT__DIR
+          value: /var/lib/edge-gateway/audit/$(POD_NAME)
+        {{- end }}
+        {{- end }}
         {{- with .Values.extraEnv }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -164,6 +220,10 @@ spec:
         - name: policies
           mountPath: /etc/edge-gateway/policies
           readOnly: true
+        - name: prompts
+          mountPath: /etc/edge-gateway/prompts
+          readOnly: true
+        # The review database, model-state.json and the audit log (audit/).
         - name: data
           mountPath: /var/lib/edge-gateway
         {{- if .Values.graphCache.enabled }}
@@ -187,6 +247,17 @@ spec:
     - name: policies
       configMap:
         name: {{ include "edge-gateway.policiesConfigMapName" . }}
+    # ConfigMap keys cannot hold "/": items lay them out as <name>/<version>.yaml.
+    - name: prompts
+      configMap:
+        name: {{ include "edge-gateway.promptsConfigMapName" . }}
+        {{- with include "edge-gateway.promptFiles" . | fromJson }}
+        items:
+          {{- range $path, $_ := . }}
+          - key: {{ include "edge-gateway.promptKey" $path }}
+            path: {{ $path }}
+          {{- end }}
+        {{- end }}
     - name: data
       {{- if eq .Values.persistence.type "pvc" }}
       persistentVolumeClaim:

@@ -137,6 +137,15 @@ impl EvalSet {
         let bytes = std::fs::read(path).map_err(|e| GovernanceError::io(path, e))?;
         let text = std::str::from_utf8(&bytes)
             .map_err(|_| GovernanceError::manifest(path, "not UTF-8"))?;
+        Self::from_text(path, text, prompts)
+    }
+
+    /// Parses the text of the set at `path` (named in errors). Pure: the fuzzers' entry.
+    pub fn from_text(
+        path: &Path,
+        text: &str,
+        prompts: &PromptRegistry,
+    ) -> Result<Self, GovernanceError> {
         let mut items = Vec::new();
         let mut ids = std::collections::BTreeSet::new();
         for (i, line) in text.lines().enumerate() {
@@ -159,7 +168,7 @@ impl EvalSet {
         }
         Ok(Self {
             file: path.to_path_buf(),
-            sha256: sha256_hex(&bytes),
+            sha256: sha256_hex(text.as_bytes()),
             items,
         })
     }

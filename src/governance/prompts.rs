@@ -292,6 +292,27 @@ impl PromptRegistry {
     }
 }
 
+/// Parses a prompt file's text and compiles its template, as loading does; then renders it
+/// with `variables`. Pure: the fuzzers' entry.
+pub fn check_prompt_text(text: &str, variables: Option<&serde_json::Value>) -> Result<String, String> {
+    let parsed = PromptFile::parse(text)?;
+    let mut registry = PromptRegistry::empty();
+    registry
+        .env
+        .add_template_owned("p@1".to_string(), parsed.template)
+        .map_err(|e| format!("template: {e}"))?;
+    let prompt = PromptVersion {
+        name: "p".into(),
+        version: "1".into(),
+        description: parsed.description,
+        variables: parsed.variables,
+        sha256: sha256_hex(text.as_bytes()),
+        file: PathBuf::from("p/1.yaml"),
+        key: "p@1".into(),
+    };
+    registry.render(&prompt, variables).map_err(|e| e.message)
+}
+
 fn new_env() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_fuel(Some(FUEL));

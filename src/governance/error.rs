@@ -15,13 +15,13 @@ pub enum GovernanceError {
     Manifest { path: PathBuf, message: String },
     #[error("model package {dir} is not signed: {message} (governance.require_signed is true; sign it with `edge-gateway model sign --key KEY {dir}`)")]
     Unsigned { dir: PathBuf, message: String },
-    #[error("{file}: sha256 differs from the signed manifest (manifest {expected}, file {actual}); the package was modified after signing")]
+    #[error("{file}: sha256 differs from the package manifest (manifest {expected}, file {actual}); the package was modified after its manifest was written (sign it again, or restore the file)")]
     DigestMismatch {
         file: PathBuf,
         expected: String,
         actual: String,
     },
-    #[error("{file}: size differs from the signed manifest (manifest {expected} bytes, file {actual} bytes); the package was modified after signing")]
+    #[error("{file}: size differs from the package manifest (manifest {expected} bytes, file {actual} bytes); the package was modified after its manifest was written (sign it again, or restore the file)")]
     SizeMismatch {
         file: PathBuf,
         expected: u64,

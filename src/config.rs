@@ -70,6 +70,16 @@ struct RawServer {
     client_disconnect_timeout_ms: u64,
     keep_alive_secs: u64,
     shutdown_timeout_secs: u64,
+    #[serde(default)]
+    tls: Option<RawTls>,
+}
+
+/// `server.tls`: PEM files for HTTPS on the listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert_file: String,
+    key_file: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -242,6 +252,8 @@ pub struct ServerSettings {
     /// On SIGTERM/SIGINT: stop accepting, let in-flight requests and streams finish for this
     /// long, then cancel what is left.
     pub shutdown_timeout_secs: u64,
+    /// HTTPS on the listener; `None` serves plain HTTP.
+    pub tls: Option<crate::tls::TlsSettings>,
 }
 
 /// Where ONNX Runtime comes from and how it threads.
@@ -477,6 +489,12 @@ impl RawSettings {
                 message: format!("entry {i} is empty"),
             });
         }
+        let tls = self
+            .server
+            .tls
+            .map(|t| crate::tls::TlsSettings::validate(&t.cert_file, &t.key_file))
+            .transpose()
+            .map_err(|e| invalid(e.key, e.message))?;
         let embeddings = self.embeddings.validate()?;
         let upstreams = crate::upstream::validate_upstreams(self.upstreams)?;
         let routing = self.routing.validate()?;
@@ -517,6 +535,7 @@ impl RawSettings {
                 client_disconnect_timeout_ms: self.server.client_disconnect_timeout_ms,
                 keep_alive_secs: self.server.keep_alive_secs,
                 shutdown_timeout_secs: self.server.shutdown_timeout_secs,
+                tls,
             },
             runtime: RuntimeSettings {
                 ort_dylib_path: self

@@ -13,4 +13,5 @@ pub mod loadtest;
 pub mod review;
 pub mod routing;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;

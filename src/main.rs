@@ -275,22 +275,33 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
         .context("spawning the model loader")?;
 
     let server_settings = settings.server.clone();
-    tracing::info!(listen = %server_settings.listen, "starting HTTP server");
+    // Built here, from the files checked at load, so key material never sits in `Settings`.
+    let tls = server_settings
+        .tls
+        .as_ref()
+        .map(|t| t.server_config())
+        .transpose()?;
+    tracing::info!(listen = %server_settings.listen, tls = tls.is_some(), "starting HTTP server");
     actix_web::rt::System::new().block_on(async move {
-        HttpServer::new(move || App::new().configure(|cfg| configure_app(cfg, state.clone())))
-            .workers(server_settings.http_workers)
-            .client_request_timeout(Duration::from_millis(
-                server_settings.client_request_timeout_ms,
-            ))
-            .keep_alive(Duration::from_secs(server_settings.keep_alive_secs))
-            // Bounds a connection that is closing but whose client stops reading (0 = no limit).
-            .client_disconnect_timeout(Duration::from_millis(
-                server_settings.client_disconnect_timeout_ms,
-            ))
-            // actix handles SIGTERM/SIGINT: stop accepting, wait this long for in-flight
-            // requests (streams included), then drop them, which cancels their generations.
-            .shutdown_timeout(server_settings.shutdown_timeout_secs)
-            .bind(server_settings.listen)
+        let server =
+            HttpServer::new(move || App::new().configure(|cfg| configure_app(cfg, state.clone())))
+                .workers(server_settings.http_workers)
+                .client_request_timeout(Duration::from_millis(
+                    server_settings.client_request_timeout_ms,
+                ))
+                .keep_alive(Duration::from_secs(server_settings.keep_alive_secs))
+                // Bounds a connection that is closing but whose client stops reading (0 = no limit).
+                .client_disconnect_timeout(Duration::from_millis(
+                    server_settings.client_disconnect_timeout_ms,
+                ))
+                // actix handles SIGTERM/SIGINT: stop accepting, wait this long for in-flight
+                // requests (streams included), then drop them, which cancels their generations.
+                .shutdown_timeout(server_settings.shutdown_timeout_secs);
+        let server = match tls {
+            Some(config) => server.bind_rustls_0_23(server_settings.listen, config),
+            None => server.bind(server_settings.listen),
+        };
+        server
             .with_context(|| format!("cannot listen on {}", server_settings.listen))?
             .run()
             .await

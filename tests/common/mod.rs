@@ -18,6 +18,15 @@ use std::time::{Duration, Instant};
 pub const GENAI_MODEL: &str = "onnx/models/edge-tiny-genai";
 pub const OPTIMUM_MODEL: &str = "onnx/models/edge-tiny-optimum";
 
+/// How [`Gateway::launch`] starts the process.
+#[derive(Default)]
+pub struct Launch {
+    /// Talk HTTPS through this client (one that trusts the test certificate).
+    pub https_client: Option<reqwest::Client>,
+    /// Write stdout and stderr to this file instead of discarding stdout and passing stderr on.
+    pub output: Option<PathBuf>,
+}
+
 /// A running gateway process; killed on drop.
 pub struct Gateway {
     child: Child,
@@ -49,6 +58,16 @@ impl Gateway {
         config_yaml: Option<&str>,
         env: &[(&str, &str)],
     ) -> Gateway {
+        Self::launch(model, config_yaml, env, Launch::default()).await
+    }
+
+    /// Like [`Gateway::start_with_config`], with the options in `launch`.
+    pub async fn launch(
+        model: &str,
+        config_yaml: Option<&str>,
+        env: &[(&str, &str)],
+        launch: Launch,
+    ) -> Gateway {
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-gateway"));
         cmd.current_dir(env!("CARGO_MANIFEST_DIR")).arg("serve");
@@ -68,14 +87,23 @@ impl Gateway {
             )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
+        if let Some(path) = &launch.output {
+            let file = std::fs::File::create(path).expect("create output file");
+            cmd.stdout(file.try_clone().expect("clone output file"))
+                .stderr(file);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn edge-gateway");
+        let (scheme, client) = match launch.https_client {
+            Some(client) => ("https", client),
+            None => ("http", reqwest::Client::new()),
+        };
         let mut gateway = Gateway {
             child,
-            base: format!("http://127.0.0.1:{port}"),
-            client: reqwest::Client::new(),
+            base: format!("{scheme}://127.0.0.1:{port}"),
+            client,
         };
         gateway.wait_ready().await;
         gateway

@@ -160,6 +160,8 @@ struct RawReview {
 struct RawLogging {
     format: String,
     level: String,
+    #[serde(default)]
+    log_prompts: bool,
 }
 
 const DEFAULTS: &str = r#"
@@ -213,6 +215,7 @@ review:
 logging:
   format: text
   level: info
+  log_prompts: false
 "#;
 
 /// Validated settings: every field is usable as is.
@@ -341,6 +344,9 @@ pub enum LogFormat {
 pub struct LoggingSettings {
     pub format: LogFormat,
     pub level: String,
+    /// Log each request's user text (at info). Off by default: prompts often hold personal
+    /// or confidential data, and logs travel further than the review database.
+    pub log_prompts: bool,
 }
 
 impl Settings {
@@ -585,6 +591,7 @@ impl RawSettings {
             logging: LoggingSettings {
                 format,
                 level: self.logging.level,
+                log_prompts: self.logging.log_prompts,
             },
         })
     }
@@ -759,6 +766,30 @@ mod tests {
         let f = write_temp("embeddings:\n  run_batch: 1000\n");
         let err = Settings::load_with_env(Some(&f.0), false).expect_err("must fail");
         assert!(err.to_string().contains("embeddings.run_batch"), "{err}");
+    }
+
+    #[test]
+    fn debug_output_of_settings_holds_no_secret() {
+        // Unique names: the process environment is shared by all tests.
+        std::env::set_var("CONFIG_DEBUG_TEST_KEY", "sk-config-debug-inference-5e1f");
+        std::env::set_var("CONFIG_DEBUG_TEST_CLOUD", "sk-config-debug-upstream-9a7c");
+        let s = Settings::from_yaml_str(
+            "auth:\n  keys:\n    - {name: a, key_env: CONFIG_DEBUG_TEST_KEY, scopes: [inference]}\n\
+             upstreams:\n  cloud:\n    base_url: http://127.0.0.1:9/v1\n    api_key_env: CONFIG_DEBUG_TEST_CLOUD\n",
+        )
+        .expect("valid");
+        assert!(s.upstreams[0].api_key.is_some());
+        let debug = format!("{s:?} {s:#?}");
+        assert!(!debug.contains("sk-config-debug"), "{debug}");
+    }
+
+    #[test]
+    fn log_prompts_defaults_off() {
+        let s = Settings::load_with_env(None, false).expect("defaults load");
+        assert!(!s.logging.log_prompts);
+        assert!(s.server.tls.is_none());
+        let s = Settings::from_yaml_str("logging:\n  log_prompts: true\n").expect("valid");
+        assert!(s.logging.log_prompts);
     }
 
     #[test]

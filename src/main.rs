@@ -188,6 +188,14 @@ fn count_texts(set: &routing::semantic::ExemplarSet) -> usize {
 fn serve(settings: Settings) -> anyhow::Result<()> {
     let started = Instant::now();
     logging::init(&settings.logging);
+    // SIGXFSZ's default action kills the process when a write passes RLIMIT_FSIZE (a
+    // container's or ulimit's file-size limit). With a handler the write fails with EFBIG
+    // instead, and the review store answers that one request with a 503.
+    signal_hook::flag::register(
+        signal_hook::consts::SIGXFSZ,
+        Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    )
+    .context("installing the SIGXFSZ handler")?;
     // Fail fast, before binding, on what an operator must fix: the runtime library and the package.
     let env = runtime::environment(settings.runtime.ort_dylib_path.as_deref())?;
     let package = ModelPackage::load(&settings.model.path, settings.model.id.as_deref())?;

@@ -271,12 +271,10 @@ impl<'t> Scheduler<'t> {
             }
         }
         if let Err(e) = result {
-            tracing::error!(error = %e, "batched decode step failed");
-            for sequence in running.iter_mut().filter(|s| s.is_decoding()) {
-                sequence.fail(InferenceError::Output(e.to_string()));
-                sequence.next_token = None;
-                mark_done(sequence);
-            }
+            // One row's input can fail the whole call (ONNX Runtime reports one status for the
+            // batch). Step each sequence alone, so only the one that fails on its own fails.
+            tracing::warn!(error = %e, "batched decode step failed; stepping each sequence alone");
+            self.decode_slots_one_by_one(running, &tokens);
             return;
         }
         let vocab = self.logits.len() / running.len().max(1);
@@ -287,6 +285,34 @@ impl<'t> Scheduler<'t> {
             }
         }
         self.logits = logits;
+    }
+
+    /// The fallback of a failed batched step: each decoding sequence's token run alone on its
+    /// slot (a one-token prefill at its next position, which the failed call may have written
+    /// and this run overwrites). Lengths of the slots are unchanged by the failed call.
+    fn decode_slots_one_by_one(&mut self, running: &mut [Sequence<'t>], tokens: &[u32]) {
+        for (slot, sequence) in running.iter_mut().enumerate() {
+            if !sequence.is_decoding() {
+                continue;
+            }
+            let Some(pool) = self.pool.as_mut() else {
+                return;
+            };
+            let token = std::slice::from_ref(&tokens[slot]);
+            if let Err(e) = self
+                .runner
+                .prefill_slot(pool, slot, token, &mut self.logits)
+            {
+                tracing::error!(error = %e, "decode step failed");
+                sequence.fail(e);
+                sequence.next_token = None;
+                mark_done(sequence);
+                continue;
+            }
+            let logits = std::mem::take(&mut self.logits);
+            self.accept(sequence, &logits);
+            self.logits = logits;
+        }
     }
 
     fn decode_one(&mut self, sequence: &mut Sequence<'t>) {

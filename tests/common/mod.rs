@@ -10,9 +10,11 @@
 
 pub mod fake_cloud;
 
+use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const GENAI_MODEL: &str = "onnx/models/edge-tiny-genai";
@@ -25,6 +27,9 @@ pub struct Launch {
     pub https_client: Option<reqwest::Client>,
     /// Write stdout and stderr to this file instead of discarding stdout and passing stderr on.
     pub output: Option<PathBuf>,
+    /// Collect stdout and stderr through pipes ([`Gateway::output`]); unlike a file, a pipe is
+    /// not subject to a file-size limit set on the process.
+    pub pipe_output: bool,
 }
 
 /// A running gateway process; killed on drop.
@@ -32,6 +37,7 @@ pub struct Gateway {
     child: Child,
     pub base: String,
     pub client: reqwest::Client,
+    output: Arc<Mutex<String>>,
 }
 
 /// Absolute path of a repository file.
@@ -92,10 +98,34 @@ impl Gateway {
             cmd.stdout(file.try_clone().expect("clone output file"))
                 .stderr(file);
         }
+        if launch.pipe_output {
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().expect("spawn edge-gateway");
+        let mut child = cmd.spawn().expect("spawn edge-gateway");
+        let output = Arc::new(Mutex::new(String::new()));
+        if launch.pipe_output {
+            let stdout = child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>);
+            let stderr = child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>);
+            for stream in [stdout, stderr].into_iter().flatten() {
+                let sink = Arc::clone(&output);
+                std::thread::spawn(move || {
+                    for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                        let mut text = sink.lock().expect("output lock");
+                        text.push_str(&line);
+                        text.push('\n');
+                    }
+                });
+            }
+        }
         let (scheme, client) = match launch.https_client {
             Some(client) => ("https", client),
             None => ("http", reqwest::Client::new()),
@@ -104,6 +134,7 @@ impl Gateway {
             child,
             base: format!("{scheme}://127.0.0.1:{port}"),
             client,
+            output,
         };
         gateway.wait_ready().await;
         gateway
@@ -128,6 +159,11 @@ impl Gateway {
     /// Process id of the gateway.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// What the process wrote so far, with [`Launch::pipe_output`].
+    pub fn output(&self) -> String {
+        self.output.lock().expect("output lock").clone()
     }
 
     /// Waits up to `timeout` for the process to exit on its own.

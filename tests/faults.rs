@@ -82,13 +82,7 @@ async fn stream_completion(
     let body = json!({"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
         "ignore_eos": true, "stream": true, "stream_options": {"include_usage": true},
         "return_token_ids": true});
-    let response = gw
-        .client
-        .post(gw.url("/v1/completions"))
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
+    let response = gw.post("/v1/completions", &body).await;
     assert_eq!(response.status(), 200);
     sse_data(&response.text().await.expect("body"))
 }
@@ -115,28 +109,25 @@ fn stream_tokens(events: &[String]) -> (Vec<u64>, Option<Value>) {
     (ids, error)
 }
 
-fn faulty_env() -> Vec<(&'static str, &'static str)> {
-    vec![
+/// The gateway on the faulty package (laid out in `scratch`), output collected.
+async fn start_faulty(scratch: &Scratch) -> Gateway {
+    let dir = faulty_package(scratch);
+    let env = [
         ("EDGE_GATEWAY__EMBEDDINGS__ENABLED", "false"),
         ("EDGE_GATEWAY__CACHE__OPTIMIZED_GRAPH_DIR", ""),
         ("EDGE_GATEWAY__CACHE__ENABLED", "false"),
-    ]
+    ];
+    let launch = Launch {
+        pipe_output: true,
+        ..Launch::default()
+    };
+    Gateway::launch(dir.to_str().expect("utf-8"), None, &env, launch).await
 }
 
 #[tokio::test]
 async fn a_failing_prefill_fails_only_its_request() {
     let scratch = Scratch::new("prefill");
-    let dir = faulty_package(&scratch);
-    let gw = Gateway::launch(
-        dir.to_str().expect("utf-8"),
-        None,
-        &faulty_env(),
-        Launch {
-            pipe_output: true,
-            ..Launch::default()
-        },
-    )
-    .await;
+    let gw = start_faulty(&scratch).await;
     let model = gw.model_id().await;
     let healthy: Vec<u32> = (100..140).collect();
 
@@ -180,17 +171,7 @@ async fn a_failing_prefill_fails_only_its_request() {
 #[tokio::test]
 async fn a_failing_batched_decode_step_fails_only_the_sequence_that_caused_it() {
     let scratch = Scratch::new("decode");
-    let dir = faulty_package(&scratch);
-    let gw = Gateway::launch(
-        dir.to_str().expect("utf-8"),
-        None,
-        &faulty_env(),
-        Launch {
-            pipe_output: true,
-            ..Launch::default()
-        },
-    )
-    .await;
+    let gw = start_faulty(&scratch).await;
     let model = gw.model_id().await;
     // A reaches position POISON_LENGTH while decoding; B, shorter, stays below it throughout
     // but is still running when A gets there, so both share the failing batched step.
@@ -250,7 +231,11 @@ fn db_files_size(db: &Path) -> u64 {
 /// again without CAP_SYS_RESOURCE).
 fn prlimit_fsize(pid: u32, limit: &str) {
     let status = std::process::Command::new("prlimit")
-        .args(["--pid", &pid.to_string(), &format!("--fsize={limit}:unlimited")])
+        .args([
+            "--pid",
+            &pid.to_string(),
+            &format!("--fsize={limit}:unlimited"),
+        ])
         .status()
         .expect("prlimit (util-linux) runs");
     assert!(status.success(), "prlimit --fsize={limit}");

@@ -149,6 +149,22 @@ fn chat(extra: Value) -> Value {
     body
 }
 
+/// A chat request with the bearer `auth` and explicit scores (so the route is the test's).
+fn scored_chat(
+    c: &reqwest::Client,
+    url: &str,
+    auth: &str,
+    risk: &str,
+    complexity: &str,
+    extra: Value,
+) -> reqwest::RequestBuilder {
+    c.post(url)
+        .header("authorization", auth)
+        .header("x-risk-score", risk)
+        .header("x-complexity-score", complexity)
+        .json(&chat(extra))
+}
+
 fn log_path(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!(
         "edge-gateway-secrets-{name}-{}.log",
@@ -210,33 +226,22 @@ async fn exercise(gw: &Gateway) -> (Seen, String) {
     // too long for the edge: the cloud rule without fallback).
     let auth = bearer(INFERENCE_KEY);
     let (s, b) = seen
-        .send(
-            c.post(&chat_url)
-                .header("authorization", &auth)
-                .header("x-risk-score", "0")
-                .header("x-complexity-score", "0.1")
-                .json(&chat(json!({}))),
-        )
+        .send(scored_chat(c, &chat_url, &auth, "0", "0.1", json!({})))
         .await;
     assert_eq!(s, 200, "{b}");
     let (s, b) = seen
-        .send(
-            c.post(&chat_url)
-                .header("authorization", &auth)
-                .header("x-risk-score", "0")
-                .header("x-complexity-score", "0.9")
-                .json(&chat(json!({}))),
-        )
+        .send(scored_chat(c, &chat_url, &auth, "0", "0.9", json!({})))
         .await;
     assert_eq!(s, 200, "the edge fallback answers: {b}");
     let (s, b) = seen
-        .send(
-            c.post(&chat_url)
-                .header("authorization", &auth)
-                .header("x-risk-score", "0")
-                .header("x-complexity-score", "0.9")
-                .json(&chat(json!({"temperature": 0.5, "max_tokens": 100_000}))),
-        )
+        .send(scored_chat(
+            c,
+            &chat_url,
+            &auth,
+            "0",
+            "0.9",
+            json!({"temperature": 0.5, "max_tokens": 100_000}),
+        ))
         .await;
     assert_eq!(s, 400, "{b}");
     let message = b["error"]["message"].as_str().unwrap_or_default();
@@ -265,12 +270,7 @@ async fn exercise(gw: &Gateway) -> (Seen, String) {
 
     // Human review, approved onto the failing cloud by an admin.
     let (s, b) = seen
-        .send(
-            c.post(&chat_url)
-                .header("authorization", &auth)
-                .header("x-risk-score", "95")
-                .json(&chat(json!({}))),
-        )
+        .send(scored_chat(c, &chat_url, &auth, "95", "0.1", json!({})))
         .await;
     assert_eq!(s, 202, "{b}");
     let id = b["id"].as_str().expect("review id").to_string();
@@ -299,14 +299,7 @@ async fn exercise(gw: &Gateway) -> (Seen, String) {
         .await;
     assert_eq!(s, 200);
 
-    let metrics = c
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let metrics = gw.metrics_text().await.expect("metrics");
     (seen, metrics)
 }
 

@@ -232,10 +232,7 @@ impl<'t> Scheduler<'t> {
         };
         if let Err(e) = result {
             tracing::error!(error = %e, "prefill failed");
-            sequence.fail(e);
-            sequence.prefilled = sequence.request.prompt_ids.len();
-            sequence.next_token = None;
-            mark_done(sequence);
+            fail_now(sequence, e);
             return;
         }
         sequence.prefilled += take;
@@ -299,19 +296,10 @@ impl<'t> Scheduler<'t> {
                 return;
             };
             let token = std::slice::from_ref(&tokens[slot]);
-            if let Err(e) = self
+            let result = self
                 .runner
-                .prefill_slot(pool, slot, token, &mut self.logits)
-            {
-                tracing::error!(error = %e, "decode step failed");
-                sequence.fail(e);
-                sequence.next_token = None;
-                mark_done(sequence);
-                continue;
-            }
-            let logits = std::mem::take(&mut self.logits);
-            self.accept(sequence, &logits);
-            self.logits = logits;
+                .prefill_slot(pool, slot, token, &mut self.logits);
+            self.after_own_step(sequence, result);
         }
     }
 
@@ -323,11 +311,16 @@ impl<'t> Scheduler<'t> {
         let SeqKv::Own(state) = &mut sequence.kv else {
             return;
         };
-        if let Err(e) = self.runner.forward(state, &[token], &mut self.logits) {
+        let result = self.runner.forward(state, &[token], &mut self.logits);
+        self.after_own_step(sequence, result);
+    }
+
+    /// After a decode run of `sequence` alone: a failure ends that sequence only; otherwise
+    /// the logits the run left in `self.logits` give its next token.
+    fn after_own_step(&mut self, sequence: &mut Sequence<'t>, result: Result<(), InferenceError>) {
+        if let Err(e) = result {
             tracing::error!(error = %e, "decode step failed");
-            sequence.fail(e);
-            sequence.next_token = None;
-            mark_done(sequence);
+            fail_now(sequence, e);
             return;
         }
         let logits = std::mem::take(&mut self.logits);
@@ -339,11 +332,7 @@ impl<'t> Scheduler<'t> {
         match sequence.accept(logits, self.eos_ids) {
             Ok(Progress::Continue) => {}
             Ok(Progress::Finished) => mark_done(sequence),
-            Err(e) => {
-                sequence.fail(e);
-                sequence.next_token = None;
-                mark_done(sequence);
-            }
+            Err(e) => fail_now(sequence, e),
         }
     }
 
@@ -422,6 +411,12 @@ impl<'t> Scheduler<'t> {
 /// A sequence is done when it has nothing to feed and nothing left to prefill.
 fn is_done(sequence: &Sequence<'_>) -> bool {
     !sequence.is_decoding() && sequence.prompt_remaining().is_empty()
+}
+
+/// Ends `sequence` with `error`: no further token, removed at the end of this step.
+fn fail_now(sequence: &mut Sequence<'_>, error: InferenceError) {
+    sequence.fail(error);
+    mark_done(sequence);
 }
 
 /// Marks a sequence as done (no token to feed, prompt consumed).

@@ -217,17 +217,31 @@ impl Gateway {
         (status, json)
     }
 
-    /// Current value of a metric line that starts with `prefix` (name plus optional labels).
-    pub async fn metric(&self, prefix: &str) -> Option<f64> {
-        let text = self
-            .client
+    /// POSTs JSON and returns the response as it is.
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// The `/metrics` exposition text.
+    pub async fn metrics_text(&self) -> Option<String> {
+        self.client
             .get(self.url("/metrics"))
             .send()
             .await
             .ok()?
             .text()
             .await
-            .ok()?;
+            .ok()
+    }
+
+    /// Current value of a metric line that starts with `prefix` (name plus optional labels).
+    pub async fn metric(&self, prefix: &str) -> Option<f64> {
+        let text = self.metrics_text().await?;
         text.lines()
             .find(|l| l.starts_with(prefix) && l[prefix.len()..].starts_with(' '))
             .and_then(|l| l.rsplit(' ').next())

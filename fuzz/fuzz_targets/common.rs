@@ -32,5 +32,15 @@ pub static TEMPLATE: LazyLock<ChatTemplate> = LazyLock::new(|| {
 
 /// Renders `messages` the way a chat request is turned into a prompt; errors are answers too.
 pub fn render(messages: &[TemplateMessage]) {
+    panics_inside_render_are_handled();
     let _ = TEMPLATE.render(messages, true);
+}
+
+/// libfuzzer-sys installs a panic hook that aborts on every panic, even one the code under test
+/// catches. `ChatTemplate::render` catches the template engine's panics and fails that render
+/// (the gateway's behaviour); with the default hook back, those are answers, while a panic that
+/// escapes the target still aborts (libfuzzer-sys catches it and aborts itself).
+pub fn panics_inside_render_are_handled() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| drop(std::panic::take_hook()));
 }

@@ -2,6 +2,9 @@
 //! bounds the engine uses) over a small conversation, as a model load and a chat request do.
 #![no_main]
 
+#[path = "common.rs"]
+mod common;
+
 use std::path::Path;
 use std::sync::LazyLock;
 
@@ -39,5 +42,6 @@ fuzz_target!(|data: &[u8]| {
     else {
         return;
     };
+    common::panics_inside_render_are_handled();
     let _ = template.render(&CONVERSATION, true);
 });

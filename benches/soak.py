@@ -231,7 +231,8 @@ def main():
     samples = []
     died = False
     seen = 0
-    print(f"{'t_s':>6} {'rss_mb':>8} {'fds':>5} {'kv_bytes':>10} {'requests':>8} {'errors':>6} {'p99_ms':>8}", flush=True)
+    print(f"{'t_s':>6} {'rss_mb':>8} {'cache_mb':>8} {'fds':>5} {'kv_bytes':>10} {'requests':>8} {'errors':>6} {'p99_ms':>8}",
+          flush=True)
     next_at = start + interval
     while True:
         time.sleep(max(0.0, min(next_at, deadline) - time.monotonic()))
@@ -242,8 +243,11 @@ def main():
         rss, fds = proc_sample(args.pid)
         try:
             kv = scrape(client, "edge_gateway_kv_cache_bytes")
+            # The prefix cache fills up to cache.max_bytes by design: RSS growth up to it is
+            # the cache warming, not a leak.
+            cache = scrape(client, "edge_gateway_prefix_cache_bytes")
         except OSError:
-            kv = None
+            kv = cache = None
         with stats.lock:
             window = stats.latencies[seen:]
             seen = len(stats.latencies)
@@ -251,10 +255,12 @@ def main():
         # Streams are excluded from latency: their length is the test's choice, not the gateway's.
         lat = [s for _, s, k in window if k not in ("chat_stream", "cancelled_stream", "bad_request")]
         sample = {"t_s": round(now - start, 1), "rss_bytes": rss, "open_fds": fds, "kv_bytes": kv,
+                  "prefix_cache_bytes": cache,
                   "requests": len(window), "errors_total": errors,
                   "p99_ms": None if p99(lat) is None else round(p99(lat) * 1000, 1)}
         samples.append(sample)
-        print(f"{sample['t_s']:>6} {rss / 2**20:>8.1f} {fds:>5} {kv if kv is not None else '-':>10} "
+        cache_mb = f"{cache / 2**20:.1f}" if cache is not None else "-"
+        print(f"{sample['t_s']:>6} {rss / 2**20:>8.1f} {cache_mb:>8} {fds:>5} {kv if kv is not None else '-':>10} "
               f"{len(window):>8} {errors:>6} {sample['p99_ms'] if sample['p99_ms'] is not None else '-':>8}",
               flush=True)
         if now >= deadline:
@@ -274,6 +280,10 @@ def main():
         "errors": errors, "error_rate": errors / total if total else 0.0, "errors_by_kind": stats.errors,
         "rss_first_bytes": first.get("rss_bytes"), "rss_last_bytes": last.get("rss_bytes"),
         "rss_growth_bytes": rss_growth,
+        # Once the bounded caches are full, growth should stop: the second half tells a leak.
+        "rss_growth_second_half_bytes": (last.get("rss_bytes") or 0)
+        - (samples[len(samples) // 2].get("rss_bytes") or 0 if samples else 0),
+        "prefix_cache_growth_bytes": (last.get("prefix_cache_bytes") or 0) - (first.get("prefix_cache_bytes") or 0),
         "fds_first": first.get("open_fds"), "fds_last": last.get("open_fds"),
         "p99_first_ms": p99s[0] if p99s else None, "p99_last_ms": p99s[-1] if p99s else None,
         "p99_drift": (p99s[-1] / p99s[0]) if len(p99s) > 1 and p99s[0] else None,
@@ -282,7 +292,10 @@ def main():
     print(f"\nrequests {total} ({', '.join(f'{k} {v}' for k, v in sorted(stats.counts.items()))})")
     print(f"error rate {report['error_rate']:.4%} ({errors})" + (f": {stats.errors}" if errors else ""))
     print(f"RSS {(first.get('rss_bytes') or 0) / 2**20:.1f} -> {(last.get('rss_bytes') or 0) / 2**20:.1f} MiB "
-          f"(growth {rss_growth / 2**20:+.1f} MiB); open fds {first.get('open_fds')} -> {last.get('open_fds')}")
+          f"(growth {rss_growth / 2**20:+.1f} MiB, of which prefix cache "
+          f"{report['prefix_cache_growth_bytes'] / 2**20:+.1f} MiB, bounded by cache.max_bytes); "
+          f"open fds {first.get('open_fds')} -> {last.get('open_fds')}")
+    print(f"RSS growth over the second half: {report['rss_growth_second_half_bytes'] / 2**20:+.1f} MiB")
     if report["p99_drift"] is not None:
         print(f"p99 {p99s[0]} -> {p99s[-1]} ms (drift x{report['p99_drift']:.2f}; "
               f"min {min(p99s)}, max {max(p99s)})")

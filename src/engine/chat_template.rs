@@ -21,9 +21,9 @@ const RENDER_FUEL: u64 = 20_000_000;
 const OUTPUT_SLACK_BYTES: usize = 1 << 20;
 
 /// Widest `indent` a template may ask for. minijinja builds the indentation string before it
-/// looks at the text, so `indent(10000000000)` would try to allocate 10 GB (found by the
-/// `tokenizer_config` fuzz target's neighbourhood, fuzz/README.md); real templates indent by a
-/// few spaces.
+/// looks at the text, so `indent(10000000000)` would try to allocate 10 GB (found while probing
+/// what the `tokenizer_config` fuzz target exercises, fuzz/README.md); real templates indent by
+/// a few spaces.
 const MAX_INDENT: usize = 4096;
 
 /// One chat message as the template sees it.

@@ -9,7 +9,7 @@ BENCH_MODEL ?= .bench/bench-250m-genai
 SDK_PY      := .venv/sdk/bin/python
 SDK_STAMP   := .venv/sdk/.installed
 
-.PHONY: ort sdk tools run test lint bench models bench-model deploy-check image
+.PHONY: ort sdk tools run test lint bench models bench-model deploy-check image deny fuzz fuzz-check soak
 
 ## ONNX Runtime shared library from the pinned PyPI wheel (no Python install needed at run time).
 ort: $(ORT_LIB)
@@ -45,8 +45,30 @@ run: ort
 test: ort sdk tools
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
+	$(MAKE) --no-print-directory fuzz-check
+	bash .ci/deny.sh
 	cargo test --all-targets
 	bash deploy/validate.sh
+
+## Dependency policy (deny.toml): licences, bans, sources offline; advisories when the RustSec
+## database can be fetched (else reported as skipped).
+deny:
+	bash .ci/deny.sh
+
+## The fuzz crate compiles and is clean (what CI can afford; fuzzing itself is `make fuzz`).
+fuzz-check:
+	cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+	cargo clippy --manifest-path fuzz/Cargo.toml --target-dir target --bins -- -D warnings
+
+## Run every fuzz target for SECONDS each (cargo-fuzz, libFuzzer; fuzz/README.md).
+SECONDS ?= 60
+fuzz:
+	bash fuzz/run.sh $(SECONDS)
+
+## Sustained mixed load against the release gateway (benches/soak.sh; not in CI).
+DURATION ?= 1800
+soak:
+	bash benches/soak.sh --duration $(DURATION)
 
 lint:
 	cargo fmt --all -- --check

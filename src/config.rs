@@ -77,6 +77,16 @@ struct RawServer {
     client_disconnect_timeout_ms: u64,
     keep_alive_secs: u64,
     shutdown_timeout_secs: u64,
+    #[serde(default)]
+    tls: Option<RawTls>,
+}
+
+/// `server.tls`: PEM files for HTTPS on the listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert_file: String,
+    key_file: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,6 +167,8 @@ struct RawReview {
 struct RawLogging {
     format: String,
     level: String,
+    #[serde(default)]
+    log_prompts: bool,
 }
 
 const DEFAULTS: &str = r#"
@@ -210,6 +222,7 @@ review:
 logging:
   format: text
   level: info
+  log_prompts: false
 governance:
   require_signed: false
   trusted_keys: []
@@ -270,6 +283,8 @@ pub struct ServerSettings {
     /// On SIGTERM/SIGINT: stop accepting, let in-flight requests and streams finish for this
     /// long, then cancel what is left.
     pub shutdown_timeout_secs: u64,
+    /// HTTPS on the listener; `None` serves plain HTTP.
+    pub tls: Option<crate::tls::TlsSettings>,
 }
 
 /// Where ONNX Runtime comes from and how it threads.
@@ -357,6 +372,9 @@ pub enum LogFormat {
 pub struct LoggingSettings {
     pub format: LogFormat,
     pub level: String,
+    /// Log each request's user text (at info). Off by default: prompts often hold personal
+    /// or confidential data, and logs travel further than the review database.
+    pub log_prompts: bool,
 }
 
 impl Settings {
@@ -526,6 +544,12 @@ impl RawSettings {
                 message: format!("entry {i} is empty"),
             });
         }
+        let tls = self
+            .server
+            .tls
+            .map(|t| crate::tls::TlsSettings::validate(&t.cert_file, &t.key_file))
+            .transpose()
+            .map_err(|e| invalid(e.key, e.message))?;
         let embeddings = self.embeddings.validate()?;
         let upstreams = crate::upstream::validate_upstreams(self.upstreams)?;
         let routing = self.routing.validate()?;
@@ -577,6 +601,7 @@ impl RawSettings {
                 client_disconnect_timeout_ms: self.server.client_disconnect_timeout_ms,
                 keep_alive_secs: self.server.keep_alive_secs,
                 shutdown_timeout_secs: self.server.shutdown_timeout_secs,
+                tls,
             },
             runtime: RuntimeSettings {
                 ort_dylib_path: self
@@ -626,6 +651,7 @@ impl RawSettings {
             logging: LoggingSettings {
                 format,
                 level: self.logging.level,
+                log_prompts: self.logging.log_prompts,
             },
             governance,
             prompts,
@@ -878,6 +904,30 @@ mod tests {
         let f = write_temp("embeddings:\n  run_batch: 1000\n");
         let err = Settings::load_with_env(Some(&f.0), false).expect_err("must fail");
         assert!(err.to_string().contains("embeddings.run_batch"), "{err}");
+    }
+
+    #[test]
+    fn debug_output_of_settings_holds_no_secret() {
+        // Unique names: the process environment is shared by all tests.
+        std::env::set_var("CONFIG_DEBUG_TEST_KEY", "sk-config-debug-inference-5e1f");
+        std::env::set_var("CONFIG_DEBUG_TEST_CLOUD", "sk-config-debug-upstream-9a7c");
+        let s = Settings::from_yaml_str(
+            "auth:\n  keys:\n    - {name: a, key_env: CONFIG_DEBUG_TEST_KEY, scopes: [inference]}\n\
+             upstreams:\n  cloud:\n    base_url: http://127.0.0.1:9/v1\n    api_key_env: CONFIG_DEBUG_TEST_CLOUD\n",
+        )
+        .expect("valid");
+        assert!(s.upstreams[0].api_key.is_some());
+        let debug = format!("{s:?} {s:#?}");
+        assert!(!debug.contains("sk-config-debug"), "{debug}");
+    }
+
+    #[test]
+    fn log_prompts_defaults_off() {
+        let s = Settings::load_with_env(None, false).expect("defaults load");
+        assert!(!s.logging.log_prompts);
+        assert!(s.server.tls.is_none());
+        let s = Settings::from_yaml_str("logging:\n  log_prompts: true\n").expect("valid");
+        assert!(s.logging.log_prompts);
     }
 
     #[test]

@@ -15,4 +15,5 @@ pub mod models;
 pub mod review;
 pub mod routing;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;

@@ -313,6 +313,14 @@ fn count_texts(set: &routing::semantic::ExemplarSet) -> usize {
 fn serve(settings: Settings) -> anyhow::Result<()> {
     let started = Instant::now();
     logging::init(&settings.logging);
+    // SIGXFSZ's default action kills the process when a write passes RLIMIT_FSIZE (a
+    // container's or ulimit's file-size limit). With a handler the write fails with EFBIG
+    // instead, and the review store (or audit log) answers that failure without dying.
+    signal_hook::flag::register(
+        signal_hook::consts::SIGXFSZ,
+        Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    )
+    .context("installing the SIGXFSZ handler")?;
     // Fail fast, before binding, on what an operator must fix: the runtime library, the
     // packages and their signatures, prompts, exemplars, the audit log.
     let env = runtime::environment(settings.runtime.ort_dylib_path.as_deref())?;
@@ -437,9 +445,15 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
         .context("spawning the model loader")?;
 
     let server_settings = settings.server.clone();
-    tracing::info!(listen = %server_settings.listen, "starting HTTP server");
+    // Built here, from the files checked at load, so key material never sits in `Settings`.
+    let tls = server_settings
+        .tls
+        .as_ref()
+        .map(|t| t.server_config())
+        .transpose()?;
+    tracing::info!(listen = %server_settings.listen, tls = tls.is_some(), "starting HTTP server");
     actix_web::rt::System::new().block_on(async move {
-        HttpServer::new(move || {
+        let server = HttpServer::new(move || {
             App::new()
                 .wrap(actix_web::middleware::from_fn(request_id::assign))
                 .configure(|cfg| configure_app(cfg, state.clone()))
@@ -455,12 +469,16 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
         ))
         // actix handles SIGTERM/SIGINT: stop accepting, wait this long for in-flight
         // requests (streams included), then drop them, which cancels their generations.
-        .shutdown_timeout(server_settings.shutdown_timeout_secs)
-        .bind(server_settings.listen)
-        .with_context(|| format!("cannot listen on {}", server_settings.listen))?
-        .run()
-        .await
-        .context("HTTP server")?;
+        .shutdown_timeout(server_settings.shutdown_timeout_secs);
+        let server = match tls {
+            Some(config) => server.bind_rustls_0_23(server_settings.listen, config),
+            None => server.bind(server_settings.listen),
+        };
+        server
+            .with_context(|| format!("cannot listen on {}", server_settings.listen))?
+            .run()
+            .await
+            .context("HTTP server")?;
         tracing::info!("HTTP server stopped; in-flight requests finished or cancelled");
         Ok(())
     })

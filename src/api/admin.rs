@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -142,7 +142,13 @@ pub async fn approve(
         Ok(result) => blocking(move || store.complete(&review_id, &result)).await?,
         Err(e) => {
             let message = e.to_string();
-            tracing::warn!(review = %review.id, error = %message, "approved request failed");
+            // The message may be an upstream's, quoting the held prompt; the code says enough.
+            let code = e.detail().code.unwrap_or("-").to_string();
+            if crate::telemetry::logging::log_prompts() {
+                tracing::warn!(review = %review.id, %code, error = %message, "approved request failed");
+            } else {
+                tracing::warn!(review = %review.id, %code, status = e.status_code().as_u16(), "approved request failed");
+            }
             blocking(move || store.fail(&review_id, &message)).await?
         }
     };

@@ -18,14 +18,14 @@ use crate::telemetry::metrics;
 
 /// How vectors are written in the response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum EncodingFormat {
+pub enum EncodingFormat {
     Float,
     Base64,
 }
 
 /// A validated embeddings request.
 #[derive(Debug)]
-struct EmbeddingSpec {
+pub struct EmbeddingSpec {
     model: String,
     inputs: Vec<EmbedInput>,
     /// `input` was one string or one token list: errors name `input`, not `input[0]`.
@@ -82,7 +82,7 @@ pub async fn embeddings(state: web::Data<AppState>, payload: web::Payload) -> Ht
 
 async fn serve(state: &AppState, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     let body = read_body(payload, &state.settings.server).await?;
-    let spec = parse(&body)?;
+    let spec = parse_request(&body)?;
     let encoder = state.encoder(&spec.model)?;
     let package = encoder.package();
     if spec.model != package.id {
@@ -182,8 +182,9 @@ fn embed_error(e: EmbedError, single: bool, retry_after_secs: u64) -> ApiError {
 const INPUT_SHAPES: &str =
     "input must be a string, an array of strings, an array of token ids, or an array of token-id arrays";
 
-/// Validates the body; every rejection names its parameter.
-fn parse(body: &[u8]) -> Result<EmbeddingSpec, ApiError> {
+/// Validates the body; every rejection names its parameter. Pure (the handler reads the body
+/// and calls it), so it can be fuzzed.
+pub fn parse_request(body: &[u8]) -> Result<EmbeddingSpec, ApiError> {
     if body.is_empty() {
         return Err(ApiError::MalformedJson(
             "request body is empty; expected a JSON object".into(),
@@ -300,7 +301,7 @@ mod tests {
     use super::*;
 
     fn param(body: &str) -> String {
-        match parse(body.as_bytes()) {
+        match parse_request(body.as_bytes()) {
             Err(ApiError::InvalidField { param, .. }) => param,
             other => panic!("expected an invalid field, got {other:?}"),
         }
@@ -308,16 +309,16 @@ mod tests {
 
     #[test]
     fn accepts_every_openai_input_shape() {
-        let one = parse(br#"{"model":"m","input":"hi"}"#).expect("string");
+        let one = parse_request(br#"{"model":"m","input":"hi"}"#).expect("string");
         assert!(one.single && one.inputs == vec![EmbedInput::Text("hi".into())]);
-        let many = parse(br#"{"model":"m","input":["a","b"],"encoding_format":"base64"}"#)
+        let many = parse_request(br#"{"model":"m","input":["a","b"],"encoding_format":"base64"}"#)
             .expect("strings");
         assert_eq!(many.inputs.len(), 2);
         assert_eq!(many.format, EncodingFormat::Base64);
-        let ids = parse(br#"{"model":"m","input":[1,2,3]}"#).expect("ids");
+        let ids = parse_request(br#"{"model":"m","input":[1,2,3]}"#).expect("ids");
         assert_eq!(ids.inputs, vec![EmbedInput::Tokens(vec![1, 2, 3])]);
-        let nested =
-            parse(br#"{"model":"m","input":[[1],[2,3]],"dimensions":384}"#).expect("nested");
+        let nested = parse_request(br#"{"model":"m","input":[[1],[2,3]],"dimensions":384}"#)
+            .expect("nested");
         assert_eq!(nested.inputs.len(), 2);
         assert_eq!(nested.dimensions, Some(384));
     }
@@ -339,6 +340,9 @@ mod tests {
             param(r#"{"model":"m","input":"x","dimensions":0}"#),
             "dimensions"
         );
-        assert!(matches!(parse(b"[1]"), Err(ApiError::MalformedJson(_))));
+        assert!(matches!(
+            parse_request(b"[1]"),
+            Err(ApiError::MalformedJson(_))
+        ));
     }
 }

@@ -144,6 +144,7 @@ impl From<crate::review::ReviewError> for ApiError {
     fn from(e: crate::review::ReviewError) -> Self {
         if e.openai_parts().0 >= 500 {
             tracing::error!(error = %e, "review store failed");
+            crate::telemetry::metrics::record_error("review_store");
         }
         ApiError::Review(e)
     }

@@ -87,6 +87,10 @@ async fn decide(
     let model = spec.model.clone();
     let metadata = spec.metadata.clone();
     let user_text = spec.user_text.clone();
+    if crate::telemetry::logging::log_prompts() {
+        // Opt-in only (`logging.log_prompts`): prompts often hold personal or confidential data.
+        tracing::info!(prompt = %user_text.join("\n"), "request prompt");
+    }
     // The embedding (async: cache or encoder worker) comes first; signal extraction and
     // tokenization are then one blocking-pool task.
     let started = Instant::now();
@@ -386,7 +390,7 @@ async fn carry_out(
                         // Only a fallback actually taken counts; without one the client gets
                         // the upstream's failure.
                         if targets.peek().is_some() {
-                            tracing::warn!(upstream = %name, error = %e, "cloud route failed; trying the policy's fallback");
+                            tracing::warn!(upstream = %name, error = %e.for_log(), "cloud route failed; trying the policy's fallback");
                             metrics::counter!(FALLBACKS_TOTAL, "from" => "cloud", "reason" => e.kind())
                                 .increment(1);
                         }

@@ -18,6 +18,10 @@ pub enum ModelError {
     /// The memory budget cannot be determined or cannot hold what is asked of it.
     #[error("memory budget: {0}")]
     Memory(String),
+    /// A package file was replaced or modified between reading the package and finishing the
+    /// load, so what was loaded may mix two versions.
+    #[error("{file}: changed while the model was loading ({what}); the load was abandoned. Restart once the new file is completely in place (copy it beside the old one, then rename it over)")]
+    ChangedWhileLoading { file: PathBuf, what: String },
     #[error("execution provider {provider} is required (model.require_accelerator: true) but did not attach: {reason}")]
     ProviderRequired {
         provider: &'static str,

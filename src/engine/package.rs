@@ -50,6 +50,84 @@ pub struct ModelPackage {
     pub chat_template: Option<String>,
     pub bos_token: Option<String>,
     pub eos_token: Option<String>,
+    /// The package's files as [`ModelPackage::load`] found them, checked again once the
+    /// sessions are built (`Engine::start`) so a file replaced mid-load fails the load.
+    pub files: PackageFiles,
+}
+
+/// Size, modification time and inode of each regular file of a package directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PackageFiles(Vec<FileStamp>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    path: PathBuf,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    inode: u64,
+}
+
+impl PackageFiles {
+    /// Stamps every regular file directly in `dir` (symlinks followed), sorted by name.
+    pub fn snapshot(dir: &Path) -> Result<Self, ModelError> {
+        use std::os::unix::fs::MetadataExt as _;
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| package_err(dir, format!("cannot list the directory: {e}")))?;
+        let mut stamps = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| package_err(dir, format!("cannot list: {e}")))?;
+            let path = entry.path();
+            // A file vanishing now is caught by `check_unchanged` if it mattered.
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if meta.is_file() {
+                stamps.push(FileStamp {
+                    path,
+                    len: meta.len(),
+                    modified: meta.modified().ok(),
+                    inode: meta.ino(),
+                });
+            }
+        }
+        stamps.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(Self(stamps))
+    }
+
+    /// Fails naming the first file that differs from this snapshot: replaced (new inode),
+    /// resized, rewritten (new mtime), removed or added.
+    pub fn check_unchanged(&self, dir: &Path) -> Result<(), ModelError> {
+        let now = Self::snapshot(dir)?;
+        let changed = |file: &Path, what: String| ModelError::ChangedWhileLoading {
+            file: file.to_path_buf(),
+            what,
+        };
+        for before in &self.0 {
+            let Some(after) = now.0.iter().find(|s| s.path == before.path) else {
+                return Err(changed(&before.path, "removed".into()));
+            };
+            if after.inode != before.inode {
+                return Err(changed(&before.path, "replaced by another file".into()));
+            }
+            if after.len != before.len {
+                return Err(changed(
+                    &before.path,
+                    format!("size {} -> {} bytes", before.len, after.len),
+                ));
+            }
+            if after.modified != before.modified {
+                return Err(changed(&before.path, "rewritten in place".into()));
+            }
+        }
+        if let Some(added) = now
+            .0
+            .iter()
+            .find(|s| !self.0.iter().any(|b| b.path == s.path))
+        {
+            return Err(changed(&added.path, "added".into()));
+        }
+        Ok(())
+    }
 }
 
 impl ModelPackage {
@@ -81,6 +159,9 @@ impl ModelPackage {
         if !dir.is_dir() {
             return Err(package_err(dir, "directory does not exist"));
         }
+        // Before anything is read, so a change to any file from here to the end of the load
+        // is caught.
+        let files = PackageFiles::snapshot(dir)?;
         let tokenizer_file = dir.join("tokenizer.json");
         if !tokenizer_file.is_file() {
             return Err(file_err(
@@ -114,6 +195,7 @@ impl ModelPackage {
                 "neither genai_config.json (onnxruntime-genai layout) nor config.json (Optimum layout) found",
             ));
         };
+        package.files = files;
         package.chat_template = tok_cfg.chat_template;
         package.bos_token = tok_cfg.bos_token;
         package.eos_token = tok_cfg.eos_token;
@@ -238,6 +320,7 @@ impl ModelPackage {
             chat_template: None,
             bos_token: None,
             eos_token: None,
+            files: PackageFiles::default(),
         })
     }
 
@@ -292,6 +375,7 @@ impl ModelPackage {
             chat_template: None,
             bos_token: None,
             eos_token: None,
+            files: PackageFiles::default(),
         })
     }
 }

@@ -232,10 +232,7 @@ impl<'t> Scheduler<'t> {
         };
         if let Err(e) = result {
             tracing::error!(error = %e, "prefill failed");
-            sequence.fail(e);
-            sequence.prefilled = sequence.request.prompt_ids.len();
-            sequence.next_token = None;
-            mark_done(sequence);
+            fail_now(sequence, e);
             return;
         }
         sequence.prefilled += take;
@@ -271,12 +268,10 @@ impl<'t> Scheduler<'t> {
             }
         }
         if let Err(e) = result {
-            tracing::error!(error = %e, "batched decode step failed");
-            for sequence in running.iter_mut().filter(|s| s.is_decoding()) {
-                sequence.fail(InferenceError::Output(e.to_string()));
-                sequence.next_token = None;
-                mark_done(sequence);
-            }
+            // One row's input can fail the whole call (ONNX Runtime reports one status for the
+            // batch). Step each sequence alone, so only the one that fails on its own fails.
+            tracing::warn!(error = %e, "batched decode step failed; stepping each sequence alone");
+            self.decode_slots_one_by_one(running, &tokens);
             return;
         }
         let vocab = self.logits.len() / running.len().max(1);
@@ -289,6 +284,25 @@ impl<'t> Scheduler<'t> {
         self.logits = logits;
     }
 
+    /// The fallback of a failed batched step: each decoding sequence's token run alone on its
+    /// slot (a one-token prefill at its next position, which the failed call may have written
+    /// and this run overwrites). Lengths of the slots are unchanged by the failed call.
+    fn decode_slots_one_by_one(&mut self, running: &mut [Sequence<'t>], tokens: &[u32]) {
+        for (slot, sequence) in running.iter_mut().enumerate() {
+            if !sequence.is_decoding() {
+                continue;
+            }
+            let Some(pool) = self.pool.as_mut() else {
+                return;
+            };
+            let token = std::slice::from_ref(&tokens[slot]);
+            let result = self
+                .runner
+                .prefill_slot(pool, slot, token, &mut self.logits);
+            self.after_own_step(sequence, result);
+        }
+    }
+
     fn decode_one(&mut self, sequence: &mut Sequence<'t>) {
         let Some(token) = sequence.next_token else {
             return;
@@ -297,11 +311,16 @@ impl<'t> Scheduler<'t> {
         let SeqKv::Own(state) = &mut sequence.kv else {
             return;
         };
-        if let Err(e) = self.runner.forward(state, &[token], &mut self.logits) {
+        let result = self.runner.forward(state, &[token], &mut self.logits);
+        self.after_own_step(sequence, result);
+    }
+
+    /// After a decode run of `sequence` alone: a failure ends that sequence only; otherwise
+    /// the logits the run left in `self.logits` give its next token.
+    fn after_own_step(&mut self, sequence: &mut Sequence<'t>, result: Result<(), InferenceError>) {
+        if let Err(e) = result {
             tracing::error!(error = %e, "decode step failed");
-            sequence.fail(e);
-            sequence.next_token = None;
-            mark_done(sequence);
+            fail_now(sequence, e);
             return;
         }
         let logits = std::mem::take(&mut self.logits);
@@ -313,11 +332,7 @@ impl<'t> Scheduler<'t> {
         match sequence.accept(logits, self.eos_ids) {
             Ok(Progress::Continue) => {}
             Ok(Progress::Finished) => mark_done(sequence),
-            Err(e) => {
-                sequence.fail(e);
-                sequence.next_token = None;
-                mark_done(sequence);
-            }
+            Err(e) => fail_now(sequence, e),
         }
     }
 
@@ -396,6 +411,12 @@ impl<'t> Scheduler<'t> {
 /// A sequence is done when it has nothing to feed and nothing left to prefill.
 fn is_done(sequence: &Sequence<'_>) -> bool {
     !sequence.is_decoding() && sequence.prompt_remaining().is_empty()
+}
+
+/// Ends `sequence` with `error`: no further token, removed at the end of this step.
+fn fail_now(sequence: &mut Sequence<'_>, error: InferenceError) {
+    sequence.fail(error);
+    mark_done(sequence);
 }
 
 /// Marks a sequence as done (no token to feed, prompt consumed).

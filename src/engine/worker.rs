@@ -208,7 +208,11 @@ impl Engine {
                     kv_bytes_per_token = bytes;
                     execution_provider = provider;
                 }
-                Ok(Err(e)) => return Err(e),
+                Ok(Err(e)) => {
+                    // A file swapped mid-load often shows as a parse error: name the cause.
+                    package.files.check_unchanged(&package.dir)?;
+                    return Err(e);
+                }
                 Err(_) => {
                     return Err(ModelError::Package {
                         dir: package.dir.clone(),
@@ -217,6 +221,9 @@ impl Engine {
                 }
             }
         }
+        // The sessions read model.onnx (and its external data) after the package was read: a
+        // copy landing in between would give a session of one version with the other's config.
+        package.files.check_unchanged(&package.dir)?;
         let (budget, memory) = kv_budget(&package, options, kv_bytes_per_token)?;
         let engine = Arc::new(Self {
             package,

@@ -294,7 +294,10 @@ impl PromptRegistry {
 
 /// Parses a prompt file's text and compiles its template, as loading does; then renders it
 /// with `variables`. Pure: the fuzzers' entry.
-pub fn check_prompt_text(text: &str, variables: Option<&serde_json::Value>) -> Result<String, String> {
+pub fn check_prompt_text(
+    text: &str,
+    variables: Option<&serde_json::Value>,
+) -> Result<String, String> {
     let parsed = PromptFile::parse(text)?;
     let mut registry = PromptRegistry::empty();
     registry

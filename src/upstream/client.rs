@@ -190,9 +190,9 @@ impl UpstreamClient {
                 m::record_duration(&shared.name, started.elapsed());
                 // Client mistakes (400, unmapped model) are routine; upstream faults are not.
                 if error.is_upstream_fault() {
-                    tracing::warn!(upstream = %shared.name, error = %error, "upstream call failed");
+                    tracing::warn!(upstream = %shared.name, error = %error.for_log(), "upstream call failed");
                 } else {
-                    tracing::debug!(upstream = %shared.name, error = %error, "upstream call failed");
+                    tracing::debug!(upstream = %shared.name, error = %error.for_log(), "upstream call failed");
                 }
             }
         }
@@ -247,7 +247,7 @@ impl UpstreamClient {
             if shared.breaker.state() == CircuitState::Open {
                 return Err(error);
             }
-            tracing::debug!(upstream = %shared.name, error = %error, ?delay, "retrying upstream call");
+            tracing::debug!(upstream = %shared.name, error = %error.for_log(), ?delay, "retrying upstream call");
             tokio::time::sleep(delay).await;
             retries += 1;
             m::record_retry(&shared.name);
@@ -706,7 +706,7 @@ impl Relay {
         self.finished = true;
         let shared = &self.shared;
         m::record_error(&shared.name, error.kind());
-        tracing::warn!(upstream = %shared.name, error = %error, "upstream stream failed");
+        tracing::warn!(upstream = %shared.name, error = %error.for_log(), "upstream stream failed");
         if error.is_upstream_fault() {
             let transition = shared.breaker.record(Admission::Normal, true);
             shared.publish(transition);

@@ -120,7 +120,51 @@ impl ClientError {
     }
 }
 
+/// An [`UpstreamError`] as a log line shows it: see [`UpstreamError::for_log`].
+pub struct LogSafe<'a>(&'a UpstreamError);
+
+impl fmt::Display for LogSafe<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            UpstreamError::Status {
+                upstream,
+                code,
+                message,
+                body,
+                ..
+            } if !crate::telemetry::logging::log_prompts() => {
+                // The upstream's type and code are identifiers, safe to keep.
+                let field = |name: &str| {
+                    body.as_ref()
+                        .and_then(|b| b.pointer(&format!("/error/{name}")))
+                        .and_then(Value::as_str)
+                        .unwrap_or("-")
+                        .chars()
+                        .take(64)
+                        .collect::<String>()
+                };
+                write!(
+                    f,
+                    "upstream {upstream} answered HTTP {code} (type {}, code {}); its message ({} bytes) is not logged because it may quote the request (logging.log_prompts)",
+                    field("type"),
+                    field("code"),
+                    message.len()
+                )
+            }
+            other => fmt::Display::fmt(other, f),
+        }
+    }
+}
+
 impl UpstreamError {
+    /// The error for a log line: its `Display`, except that an upstream's own error message is
+    /// left out unless `logging.log_prompts` is on — validation errors of OpenAI-compatible
+    /// servers often quote the offending input, i.e. the user's prompt. (API keys are scrubbed
+    /// from upstream text whatever this says.)
+    pub fn for_log(&self) -> LogSafe<'_> {
+        LogSafe(self)
+    }
+
     /// The upstream this error is about.
     pub fn upstream(&self) -> &str {
         match self {
@@ -423,6 +467,28 @@ fn ceil_secs(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_form_leaves_out_upstream_messages_that_may_quote_the_prompt() {
+        let body = r#"{"error":{"message":"bad input: my secret prompt","type":"invalid_request_error","code":"bad"}}"#;
+        let e = UpstreamError::from_status("cloud".into(), 400, body, None);
+        assert!(
+            e.to_string().contains("my secret prompt"),
+            "Display keeps it for clients"
+        );
+        let logged = e.for_log().to_string();
+        assert!(!logged.contains("secret prompt"), "{logged}");
+        assert!(
+            logged.contains("HTTP 400") && logged.contains("invalid_request_error"),
+            "{logged}"
+        );
+        let timeout = UpstreamError::Timeout {
+            upstream: "cloud".into(),
+            stage: TimeoutStage::FirstByte,
+            after: Duration::from_millis(5),
+        };
+        assert_eq!(timeout.for_log().to_string(), timeout.to_string());
+    }
 
     fn name() -> Arc<str> {
         Arc::from("cloud")

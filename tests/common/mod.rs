@@ -11,9 +11,11 @@
 pub mod fake_cloud;
 pub mod recorder;
 
+use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const GENAI_MODEL: &str = "onnx/models/edge-tiny-genai";
@@ -40,11 +42,24 @@ pub fn tiny_memory_budget(kv_tokens: u64) -> String {
     (weights + kv_tokens * per_token).to_string()
 }
 
+/// How [`Gateway::launch`] starts the process.
+#[derive(Default)]
+pub struct Launch {
+    /// Talk HTTPS through this client (one that trusts the test certificate).
+    pub https_client: Option<reqwest::Client>,
+    /// Write stdout and stderr to this file instead of discarding stdout and passing stderr on.
+    pub output: Option<PathBuf>,
+    /// Collect stdout and stderr through pipes ([`Gateway::output`]); unlike a file, a pipe is
+    /// not subject to a file-size limit set on the process.
+    pub pipe_output: bool,
+}
+
 /// A running gateway process; killed on drop.
 pub struct Gateway {
     child: Child,
     pub base: String,
     pub client: reqwest::Client,
+    output: Arc<Mutex<String>>,
 }
 
 /// Absolute path of a repository file.
@@ -71,6 +86,16 @@ impl Gateway {
         config_yaml: Option<&str>,
         env: &[(&str, &str)],
     ) -> Gateway {
+        Self::launch(model, config_yaml, env, Launch::default()).await
+    }
+
+    /// Like [`Gateway::start_with_config`], with the options in `launch`.
+    pub async fn launch(
+        model: &str,
+        config_yaml: Option<&str>,
+        env: &[(&str, &str)],
+        launch: Launch,
+    ) -> Gateway {
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-gateway"));
         cmd.current_dir(env!("CARGO_MANIFEST_DIR")).arg("serve");
@@ -90,14 +115,48 @@ impl Gateway {
             )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
+        if let Some(path) = &launch.output {
+            let file = std::fs::File::create(path).expect("create output file");
+            cmd.stdout(file.try_clone().expect("clone output file"))
+                .stderr(file);
+        }
+        if launch.pipe_output {
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().expect("spawn edge-gateway");
+        let mut child = cmd.spawn().expect("spawn edge-gateway");
+        let output = Arc::new(Mutex::new(String::new()));
+        if launch.pipe_output {
+            let stdout = child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>);
+            let stderr = child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>);
+            for stream in [stdout, stderr].into_iter().flatten() {
+                let sink = Arc::clone(&output);
+                std::thread::spawn(move || {
+                    for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                        let mut text = sink.lock().expect("output lock");
+                        text.push_str(&line);
+                        text.push('\n');
+                    }
+                });
+            }
+        }
+        let (scheme, client) = match launch.https_client {
+            Some(client) => ("https", client),
+            None => ("http", reqwest::Client::new()),
+        };
         let mut gateway = Gateway {
             child,
-            base: format!("http://127.0.0.1:{port}"),
-            client: reqwest::Client::new(),
+            base: format!("{scheme}://127.0.0.1:{port}"),
+            client,
+            output,
         };
         gateway.wait_ready().await;
         gateway
@@ -122,6 +181,11 @@ impl Gateway {
     /// Process id of the gateway.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// What the process wrote so far, with [`Launch::pipe_output`].
+    pub fn output(&self) -> String {
+        self.output.lock().expect("output lock").clone()
     }
 
     /// Waits up to `timeout` for the process to exit on its own.
@@ -175,17 +239,31 @@ impl Gateway {
         (status, json)
     }
 
-    /// Current value of a metric line that starts with `prefix` (name plus optional labels).
-    pub async fn metric(&self, prefix: &str) -> Option<f64> {
-        let text = self
-            .client
+    /// POSTs JSON and returns the response as it is.
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// The `/metrics` exposition text.
+    pub async fn metrics_text(&self) -> Option<String> {
+        self.client
             .get(self.url("/metrics"))
             .send()
             .await
             .ok()?
             .text()
             .await
-            .ok()?;
+            .ok()
+    }
+
+    /// Current value of a metric line that starts with `prefix` (name plus optional labels).
+    pub async fn metric(&self, prefix: &str) -> Option<f64> {
+        let text = self.metrics_text().await?;
         text.lines()
             .find(|l| l.starts_with(prefix) && l[prefix.len()..].starts_with(' '))
             .and_then(|l| l.rsplit(' ').next())

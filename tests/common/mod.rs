@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 pub const GENAI_MODEL: &str = "onnx/models/edge-tiny-genai";
 pub const OPTIMUM_MODEL: &str = "onnx/models/edge-tiny-optimum";
+/// The float16 build of the genai model (KV cache, activations and logits in float16).
+pub const GENAI_FP16_MODEL: &str = "onnx/models/edge-tiny-genai-fp16";
 
 /// A running gateway process; killed on drop.
 pub struct Gateway {

@@ -464,20 +464,23 @@ mod tests {
         );
     }
 
+    /// The load error for a graph, as text.
+    fn refusal(inputs: &[IoInfo], outputs: &[IoInfo]) -> String {
+        ModelLayout::from_io(inputs, outputs, &package(true))
+            .expect_err("must be refused")
+            .to_string()
+    }
+
     #[test]
     fn unsupported_kv_or_logits_types_are_refused_naming_the_tensor() {
         let (i, o) = graph(TensorElementType::Bfloat16, TensorElementType::Float32);
-        let err = ModelLayout::from_io(&i, &o, &package(true))
-            .expect_err("bf16 KV")
-            .to_string();
+        let err = refusal(&i, &o);
         assert!(
             err.contains("past_key_values.0.key") && err.contains("Bfloat16"),
             "{err}"
         );
         let (i, o) = graph(TensorElementType::Float32, TensorElementType::Float64);
-        let err = ModelLayout::from_io(&i, &o, &package(true))
-            .expect_err("f64 logits")
-            .to_string();
+        let err = refusal(&i, &o);
         assert!(
             err.contains("output logits") && err.contains("Float64"),
             "{err}"
@@ -485,9 +488,7 @@ mod tests {
         // One layer's present in another type than the past: refused, naming it.
         let (i, mut o) = graph(TensorElementType::Float16, TensorElementType::Float16);
         o[3].ty = Some(TensorElementType::Float32);
-        let err = ModelLayout::from_io(&i, &o, &package(true))
-            .expect_err("mixed KV")
-            .to_string();
+        let err = refusal(&i, &o);
         assert!(
             err.contains(&o[3].name) && err.contains("one element type"),
             "{err}"

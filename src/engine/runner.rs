@@ -345,14 +345,15 @@ impl Runner {
                 "export beyond the cached positions".into(),
             ));
         }
-        with_float_type!(self.layout.kv_type, T => self.export_typed::<T>(state, start, count, block_tokens))
+        let blocks = (start..start + count * block_tokens).step_by(block_tokens.max(1));
+        with_float_type!(self.layout.kv_type, T => self.export_typed::<T>(state, blocks, block_tokens))
     }
 
+    /// [`Runner::export_blocks`] for element type `T`; `firsts` are the blocks' first positions.
     fn export_typed<T: KvElement>(
         &self,
         state: &KvState,
-        start: usize,
-        count: usize,
+        firsts: impl ExactSizeIterator<Item = usize>,
         block_tokens: usize,
     ) -> Result<Vec<KvData>, InferenceError> {
         let (heads, dim) = (self.layout.num_kv_heads, self.layout.head_size);
@@ -371,9 +372,8 @@ impl Runner {
                 .collect::<Result<_, ort::Error>>()?,
         };
         let span = block_tokens * dim;
-        let mut blocks = Vec::with_capacity(count);
-        for b in 0..count {
-            let first = start + b * block_tokens;
+        let mut blocks = Vec::with_capacity(firsts.len());
+        for first in firsts {
             let mut out = Vec::with_capacity(self.block_elements(block_tokens));
             for &(data, positions) in &tensors {
                 for head in 0..heads {

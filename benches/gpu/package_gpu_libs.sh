@@ -3,7 +3,7 @@
 # through transfers of at most 64 MiB (the device tool), or unpack it for a local GPU box:
 #
 #   bash benches/gpu/package_gpu_libs.sh [--cuda-libs] [--tensorrt] [--model DIR] [--bins]
-#                                        [--out DIR] [--no-pack] [--check BIN]
+#                                        [--part-size 18M] [--out DIR] [--no-pack] [--check BIN]
 #
 #   always        onnxruntime-gpu==1.31.1 (CUDA 13, cuDNN 9): libonnxruntime.so.1.31.1,
 #                 libonnxruntime_providers_shared.so, libonnxruntime_providers_cuda.so
@@ -19,8 +19,10 @@
 # Output (git-ignored), default DIR=.gpu:
 #   DIR/lib/                      every library, flat: ORT_DYLIB_PATH=DIR/lib/libonnxruntime.so,
 #                                 LD_LIBRARY_PATH=DIR/lib
-#   DIR/bundle/gpu.tar.zst.NN     `tar | zstd -15 | split -b 60M` of lib/ (+ model/, bin/), with
-#                                 SHA256SUMS; carry one part per device call (README there)
+#   DIR/bundle/gpu.tar.zst.NN     `tar | zstd -15 | split -b SIZE` of lib/ (+ model/, bin/), with
+#                                 SHA256SUMS; carry one part per device call (README there). Each
+#                                 call also sends the tracked tree (~45 MiB, mostly the committed
+#                                 models) within its 64 MiB, hence 18M parts by default
 #
 # Finally, when an edge-gateway binary is found (--check BIN, else target/release, then
 # target/debug) and there is no GPU here, it checks the libraries load far enough: `serve` with
@@ -31,13 +33,14 @@ cd "$(dirname "$0")/../.."
 
 ORT_VERSION=1.31.1
 TENSORRT_WHEEL="tensorrt-cu13-libs==10.16.1.11"
-out=.gpu cuda_libs=0 tensorrt=0 model="" bins=0 pack=1 gateway_bin=""
+out=.gpu cuda_libs=0 tensorrt=0 model="" bins=0 pack=1 gateway_bin="" part_size=18M
 while [[ $# -gt 0 ]]; do
   case $1 in
     --cuda-libs) cuda_libs=1 ;;
     --tensorrt) tensorrt=1 ;;
     --model) model=$2; shift ;;
     --bins) bins=1 ;;
+    --part-size) part_size=$2; shift ;;
     --out) out=$2; shift ;;
     --no-pack) pack=0 ;;
     --check) gateway_bin=$2; shift ;;
@@ -106,8 +109,8 @@ if [[ $pack == 1 ]]; then
     cp "$bench_bin" "$stage/bin/generation"
     strip --strip-debug "$stage/bin/edge-gateway" "$stage/bin/generation"
   fi
-  echo "packing $(find -L "$stage" -type f | wc -l) files into 60 MiB parts (zstd -15)"
-  tar -C "$stage" -chf - . | zstd -q -15 -T0 | split -b 60M -d -a 2 - "$bundle/gpu.tar.zst."
+  echo "packing $(find -L "$stage" -type f | wc -l) files into $part_size parts (zstd -15)"
+  tar -C "$stage" -chf - . | zstd -q -15 -T0 | split -b "$part_size" -d -a 2 - "$bundle/gpu.tar.zst."
   (cd "$bundle" && sha256sum gpu.tar.zst.* >SHA256SUMS)
   rm -rf "$stage"
   ls -l "$bundle"

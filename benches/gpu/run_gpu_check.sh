@@ -14,6 +14,12 @@
 #                 and bench JSON, the gateway log
 #   --quick       fewer requests and runs (a smoke run that still measures everything once)
 #
+# Prompts: 512 tokens for TTFT (less when the model's context is shorter), 64 for decode and
+# concurrency. With the committed onnx/models/edge-tiny-genai-fp16 it also reports how many of
+# its CPU reference cases (tests/fixtures/reference_greedy_fp16.json) CUDA reproduces.
+# GPU_CHECK_PROVIDER=cpu runs the same steps on the CPU provider (a dry run of this script on a
+# machine without a GPU; nothing is then checked about CUDA).
+#
 # CUDA 13 user libraries: taken from the bundle's lib/ when it has them (package_gpu_libs.sh
 # --cuda-libs), else from the NVIDIA pip packages of the machine's python3 (the device tool's
 # image has them). Exit status non-zero when the gateway does not start on cuda, does not report
@@ -34,6 +40,14 @@ while [[ $# -gt 0 ]]; do
 done
 mkdir -p "$out"
 work=/tmp/edge-gateway-gpu
+provider=${GPU_CHECK_PROVIDER:-cuda}
+if [[ $provider == cuda ]]; then
+  providers_yaml='[{kind: cuda, device_id: 0}, cpu]' require=true
+  bench_providers=(--providers "cuda,cpu" --require-accelerator)
+else
+  providers_yaml="[$provider]" require=false
+  bench_providers=(--providers "$provider")
+fi
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
 # --- unpack ---------------------------------------------------------------------------------------
@@ -86,10 +100,8 @@ port=18080
 config=$out/gateway-gpu.yaml
 cat >"$config" <<EOF
 model:
-  execution_providers:
-    - {kind: cuda, device_id: 0}
-    - cpu
-  require_accelerator: true
+  execution_providers: $providers_yaml
+  require_accelerator: $require
 engine:
   max_concurrent_sequences: 8
   max_queue: 256
@@ -100,7 +112,7 @@ cache:
 review:
   db_path: $work/reviews.db
 EOF
-log "serving $model on cuda"
+log "serving $model on $provider"
 EDGE_GATEWAY__SERVER__LISTEN=127.0.0.1:$port "$gateway" serve --config "$config" --model "$model" \
   >"$out/gateway.log" 2>&1 &
 server=$!
@@ -119,16 +131,43 @@ done
 models=$(curl -sf "http://127.0.0.1:$port/v1/models")
 printf '%s\n' "$ready" >"$out/readyz.json"
 printf '%s\n' "$models" >"$out/models.json"
-python3 - "$out/readyz.json" "$out/models.json" <<'PY'
+python3 - "$out/readyz.json" "$out/models.json" "$provider" <<'PY'
 import json, sys
 ready = json.load(open(sys.argv[1]))
 models = json.load(open(sys.argv[2]))
+want = sys.argv[3]
 provider = models["data"][0]["metadata"]["execution_provider"]
 print(f"/readyz: status {ready['status']}, execution_provider {ready['execution_provider']}; /v1/models: {provider}")
-if ready["execution_provider"] != "cuda" or provider != "cuda":
-    sys.exit("FAIL: the gateway does not report cuda")
+if ready["execution_provider"] != want or provider != want:
+    sys.exit(f"FAIL: the gateway does not report {want}")
 PY
 
+# The committed float16 tiny model has CPU reference ids: report how many CUDA reproduces (a
+# difference is not necessarily a bug, CUDA's float16 kernels round differently; min top-2
+# logit gap of the fixture is 0.80).
+python3 - "http://127.0.0.1:$port" "$model_id" tests/fixtures/reference_greedy_fp16.json "$out/reference.json" <<'PY'
+import json, sys, urllib.request
+base, model, fixture, report = sys.argv[1:]
+cases = [c for c in json.load(open(fixture))["cases"] if c["model"] == model]
+if not cases:
+    raise SystemExit(0)
+results = []
+for c in cases:
+    chat = c["kind"] == "chat"
+    body = {"model": model, "temperature": 0, "max_tokens": c["max_new_tokens"], "return_token_ids": True}
+    body.update({"messages": c["messages"]} if chat else {"prompt": c["prompt"]})
+    req = urllib.request.Request(base + ("/v1/chat/completions" if chat else "/v1/completions"),
+                                 json.dumps(body).encode(), {"content-type": "application/json"})
+    got = json.load(urllib.request.urlopen(req))["choices"][0]["token_ids"]
+    results.append({"case": c.get("prompt") or c["messages"][-1]["content"], "equal": got == c["output_ids"],
+                    "served": got, "cpu_reference": c["output_ids"]})
+json.dump(results, open(report, "w"), indent=1, ensure_ascii=False)
+print(f"{sum(r['equal'] for r in results)}/{len(results)} reference cases give the CPU reference ids")
+PY
+
+# Prompts must fit the model's context (the tiny model has 512 positions).
+context=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["context_length"])' "$out/readyz.json")
+long_prompt=$(( context - 16 < 512 ? context - 16 : 512 ))
 if [[ $quick == 1 ]]; then n1=2 n8=8 runs=1; else n1=5 n8=32 runs=3; fi
 loadtest() {
   local name=$1
@@ -139,9 +178,9 @@ loadtest() {
 }
 # Warm-up (CUDA kernels, arenas) before anything is timed.
 "$gateway" loadtest --url "http://127.0.0.1:$port/v1" --model "$model_id" --concurrency 1 --requests 2 \
-  --prompt-tokens 512 --max-tokens 8 >/dev/null
+  --prompt-tokens "$long_prompt" --max-tokens 8 >/dev/null
 loadtest decode --concurrency 1 --requests "$n1" --prompt-tokens 64 --max-tokens 256
-loadtest ttft512 --concurrency 1 --requests "$n1" --prompt-tokens 512 --max-tokens 8
+loadtest ttft512 --concurrency 1 --requests "$n1" --prompt-tokens "$long_prompt" --max-tokens 8
 loadtest c8 --concurrency 8 --requests "$n8" --prompt-tokens 64 --max-tokens 128
 kill $server
 wait $server 2>/dev/null || true
@@ -149,11 +188,13 @@ trap - EXIT
 
 # --- in-process -----------------------------------------------------------------------------------
 if [[ -x $bench ]]; then
-  log "generation bench: 512-token prompt, 128 tokens"
-  "$bench" --bench --model "$model" --providers cuda,cpu --require-accelerator \
-    --prompt-tokens 512 --decode-tokens 128 --runs "$runs" | tee "$out/bench-single.txt"
+  log "generation bench: TTFT of a $long_prompt-token prompt; decode of 256 tokens"
+  "$bench" --bench --model "$model" "${bench_providers[@]}" \
+    --prompt-tokens "$long_prompt" --decode-tokens 8 --runs "$runs" | tee "$out/bench-ttft.txt"
+  "$bench" --bench --model "$model" "${bench_providers[@]}" \
+    --prompt-tokens 64 --decode-tokens 256 --runs "$runs" | tee "$out/bench-single.txt"
   log "generation bench: batch 8"
-  "$bench" --bench --model "$model" --providers cuda,cpu --require-accelerator \
+  "$bench" --bench --model "$model" "${bench_providers[@]}" \
     --prompt-tokens 64 --decode-tokens 128 --runs "$runs" --batch 8 | tee "$out/bench-batch8.txt"
 else
   log "no generation bench binary in the bundle: in-process figures skipped"
@@ -180,9 +221,12 @@ headline = {
 }
 summary = {"model": model, "gpu": open(os.path.join(out, "gpu.txt")).read().strip(),
            "headline": headline, "loadtest": lt,
+           "reference": load("reference.json"), "bench_ttft": last_json("bench-ttft.txt"),
            "bench_single": last_json("bench-single.txt"), "bench_batch8": last_json("bench-batch8.txt")}
 json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=1)
-print(json.dumps({k: v for k, v in summary.items() if k != "loadtest"}, indent=1))
+if summary["reference"] is not None:
+    headline["reference_cases_equal"] = f"{sum(r['equal'] for r in summary['reference'])}/{len(summary['reference'])}"
+print(json.dumps({k: v for k, v in summary.items() if k not in ("loadtest", "reference")}, indent=1))
 if headline["http_errors"]:
     sys.exit("FAIL: requests failed")
 PY

@@ -6,11 +6,11 @@
 #   docker run --rm -p 8080:8080 -e EDGE_GATEWAY_API_KEY=... -e EDGE_GATEWAY_ADMIN_KEY=... \
 #       -e EDGE_GATEWAY_AUDIT_KEY=... edge-gateway:0.1.0
 #
-# Build arguments shared with the GPU variant (execution-provider issue), which reuses the stages:
-#   ORT_PACKAGE    onnxruntime (CPU, default) or onnxruntime-gpu (adds the CUDA/TensorRT providers)
+# The CUDA image is Dockerfile.cuda: the same stages plus the CUDA 13 user libraries. Arguments:
+#   ORT_PACKAGE    onnxruntime (CPU, default); onnxruntime-gpu alone lacks the CUDA libraries
 #   ORT_VERSION    ONNX Runtime version; must match the `api-NN` feature of the ort crate
-#   RUNTIME_IMAGE  base of the final stage, e.g. a CUDA/cuDNN runtime image for the GPU variant;
-#                  needs glibc >= the builder's (Debian 12: 2.36), bash and useradd
+#   RUNTIME_IMAGE  base of the final stage; needs glibc >= the builder's (Debian 12: 2.36), bash
+#                  and useradd
 #   MODEL_DIR / MODEL_NAME  model package baked into the image (must not be .dockerignore'd)
 # Needs BuildKit (Docker's default builder since 23.0) for the cargo cache mounts; no `# syntax`
 # line, so an offline builder does not have to fetch a frontend image. See README, "Deployment".

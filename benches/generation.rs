@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo bench --bench generation -- [--model DIR] [--prompt-tokens 512] [--decode-tokens 128] [--runs 3] [--threads N]
+//!     [--providers cuda,cpu [--require-accelerator]]
 //! ```
 //!
 //! The prompt is built from token ids exactly as `benches/genai_baseline.py` builds it, so both
@@ -15,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use edge_gateway::cache::{PrefixCache, PrefixCacheSettings};
 
+use edge_gateway::engine::kv::KvData;
 use edge_gateway::engine::package::ModelPackage;
+use edge_gateway::engine::providers::{validate_list, ProviderSettings};
 use edge_gateway::engine::runner::{Runner, RunnerOptions};
 use edge_gateway::engine::runtime;
 use edge_gateway::engine::sampling::argmax;
@@ -36,6 +39,22 @@ struct Args {
     cached_prefix: Option<usize>,
     /// When set: decode this many sequences together through the batched slot path.
     batch: Option<usize>,
+    /// Execution providers by kind, default options (`--providers cuda,cpu`); empty = cpu.
+    providers: Vec<ProviderSettings>,
+    require_accelerator: bool,
+}
+
+/// `cuda,cpu` → the providers with their default options, validated like the config's list.
+fn parse_providers(list: &str) -> Result<Vec<ProviderSettings>, String> {
+    let providers = list
+        .split(',')
+        .map(|kind| {
+            serde_json::from_value(serde_json::json!({ "kind": kind.trim() }))
+                .map_err(|e| format!("--providers: {e}"))
+        })
+        .collect::<Result<Vec<ProviderSettings>, String>>()?;
+    validate_list(&providers).map_err(|e| format!("--providers: {e}"))?;
+    Ok(providers)
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -47,6 +66,8 @@ fn parse_args() -> Result<Args, String> {
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         cached_prefix: None,
         batch: None,
+        providers: Vec::new(),
+        require_accelerator: false,
     };
     // `cargo test --all-targets` runs this without `--bench`: do a quick smoke run instead.
     if !std::env::args().any(|a| a == "--bench") {
@@ -81,6 +102,8 @@ fn parse_args() -> Result<Args, String> {
                 )
             }
             "--batch" => args.batch = Some(value("--batch")?.parse().map_err(|e| format!("{e}"))?),
+            "--providers" => args.providers = parse_providers(&value("--providers")?)?,
+            "--require-accelerator" => args.require_accelerator = true,
             // cargo bench passes --bench to harness=false targets.
             "--bench" => {}
             other => return Err(format!("unknown argument {other}")),
@@ -148,7 +171,7 @@ fn prefix_cache_ttft(
         let t1 = Instant::now();
         let mut state = runner.new_state(capacity).map_err(e)?;
         let hit = cache.lookup(prompt);
-        let slices: Vec<&[f32]> = hit.blocks.iter().map(|b| b.data()).collect();
+        let slices: Vec<&KvData> = hit.blocks.iter().map(|b| b.data()).collect();
         runner.import_blocks(&mut state, &slices, bt).map_err(e)?;
         runner
             .forward(&mut state, &prompt[hit.tokens..], &mut logits)
@@ -252,10 +275,19 @@ fn run() -> Result<(), String> {
         &RunnerOptions {
             intra_threads: args.threads,
             optimized_graph_dir: None,
+            providers: args.providers.clone(),
+            require_accelerator: args.require_accelerator,
+            max_batch: args.batch.unwrap_or(1),
             ..RunnerOptions::default()
         },
     )
     .map_err(|e| e.to_string())?;
+    println!(
+        "execution provider: {}, KV {}, logits {}",
+        runner.execution_provider(),
+        runner.layout().kv_type.name(),
+        runner.layout().logits_type.name()
+    );
 
     let sentence = tokenizer
         .encode(PROMPT_SENTENCE, false)

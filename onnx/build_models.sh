@@ -8,6 +8,8 @@
 #   onnx/models/edge-tiny-optimum/   Optimum export + quantize_dynamic int8
 #   onnx/models/edge-tiny-genai/     onnxruntime-genai builder, -p int8 (MatMulNBits)
 #   tests/fixtures/reference_greedy.json
+#   onnx/models/edge-tiny-genai-fp16/, tests/fixtures/reference_greedy_fp16.json
+#                                    float16 KV/logits build of the same weights (build_fp16_model.sh)
 # Scratch (git-ignored): .venv/optimum, .venv/genai, .venv/build/*
 #
 # Env knobs: SKIP_TRAIN=1 reuses .venv/build/hf-tiny; TRAIN_STEPS (default 1000);
@@ -100,5 +102,9 @@ log "reference fixtures"
 "$GEN" onnx/reference.py genai --models "$MODELS" --stage "$BUILD/reference_stage1.json" \
   --out tests/fixtures/reference_greedy.json --report "$BUILD/reference_agreement.json"
 
+# 6. float16 build of the same weights (KV cache, activations, logits) and its fixture
+log "float16 model"
+bash onnx/build_fp16_model.sh
+
 log "done in $(( $(date +%s) - T0 ))s"
-du -sh "$MODELS"/* tests/fixtures/reference_greedy.json
+du -sh "$MODELS"/* tests/fixtures/reference_greedy.json tests/fixtures/reference_greedy_fp16.json

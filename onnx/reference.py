@@ -18,6 +18,13 @@ Two stages, because the two layouts need different venvs:
        python onnx/reference.py genai --models onnx/models --stage .venv/build/reference_stage1.json \
            --out tests/fixtures/reference_greedy.json
      - edge-tiny-genai outputs with og.Generator (do_sample=False), same input_ids.
+  3. (separately, genai venv) float16 model:
+       python onnx/reference.py genai-fp16 --model onnx/models/edge-tiny-genai-fp16 \
+           --cases tests/fixtures/reference_greedy.json --out tests/fixtures/reference_greedy_fp16.json
+     - the edge-tiny-genai cases (same input_ids) on the float16 package, with og.Generator
+       (CPU provider) and cross-checked with a plain onnxruntime loop (float16 KV concatenated
+       step by step, no shared buffer); both must agree. Also reports agreement with the int8
+       model's ids.
 
 Every case carries its own "max_new_tokens" (24 = the top-level default, except one text
 case with 8 so that finish_reason "length" is covered).
@@ -269,6 +276,85 @@ def stage_genai(a) -> None:
         print(json.dumps(r, ensure_ascii=False))
 
 
+# ---------------------------------------------------------------- stage 3 (float16 model)
+def ort_greedy_gqa(model_path: Path, input_ids: list[int], eos: set[int], max_new: int,
+                   kv_heads: int, head_size: int) -> tuple[list[int], list[float]]:
+    """Plain onnxruntime loop for a GroupQueryAttention graph: KV grown by concatenation (GQA
+    accepts past != present buffers), KV in the graph's own element type, no position_ids."""
+    import numpy as np
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
+    inputs = {i.name: i for i in sess.get_inputs()}
+    past_names = [n for n in inputs if n.startswith("past_key_values.")]
+    kv_dtype = np.float16 if inputs[past_names[0]].type == "tensor(float16)" else np.float32
+    out_names = [o.name for o in sess.get_outputs()]
+    past = {n: np.zeros((1, kv_heads, 0, head_size), dtype=kv_dtype) for n in past_names}
+    cur = np.array([list(input_ids)], dtype=np.int64)
+    total = 0
+    gen: list[int] = []
+    gaps: list[float] = []
+    for _ in range(max_new):
+        total += cur.shape[1]
+        feed = {"input_ids": cur, "attention_mask": np.ones((1, total), dtype=np.int64)}
+        feed.update(past)
+        outs = dict(zip(out_names, sess.run(out_names, feed)))
+        last = outs["logits"][0, -1].astype(np.float32)
+        nxt = int(np.argmax(last))
+        gen.append(nxt)
+        gaps.append(top2_gap(last))
+        if nxt in eos:
+            break
+        for n in past_names:
+            past[n] = outs[n.replace("past_key_values.", "present.")]
+        cur = np.array([[nxt]], dtype=np.int64)
+    return gen, gaps
+
+
+def stage_genai_fp16(a) -> None:
+    import onnxruntime_genai as og
+
+    mdir = Path(a.model)
+    name = mdir.name
+    base = json.loads(Path(a.cases).read_text())
+    cases = [c for c in base["cases"] if c["model"] == "edge-tiny-genai"]
+    assert cases, "no edge-tiny-genai cases in " + a.cases
+    eos = set(eos_ids(mdir))
+    assert eos == set(base["eos_token_ids"]), (eos, base["eos_token_ids"])
+    gc = json.loads((mdir / "genai_config.json").read_text())["model"]["decoder"]
+    config = og.Config(str(mdir))
+    config.clear_providers()  # the builder's config asks for cuda; this is the CPU reference
+    model = og.Model(config)
+    ogtok = og.Tokenizer(model)
+    fixture = {"max_new_tokens": base["max_new_tokens"], "eos_token_ids": sorted(eos), "cases": []}
+    report = []
+    for c in cases:
+        gen, gaps = genai_greedy(model, c["input_ids"], c["max_new_tokens"])
+        ids, fr = finish(gen, eos, c["max_new_tokens"])
+        loop, loop_gaps = ort_greedy_gqa(mdir / "model.onnx", c["input_ids"], eos, c["max_new_tokens"],
+                                         gc["num_key_value_heads"], gc["head_size"])
+        loop_ids, loop_fr = finish(loop, eos, c["max_new_tokens"])
+        assert (loop_ids, loop_fr) == (ids, fr), ("og and the plain loop disagree", c, ids, loop_ids)
+        case = {k: c[k] for k in ("kind", "prompt", "messages") if k in c}
+        case = {"model": name, **case,
+                "max_new_tokens": c["max_new_tokens"], "input_ids": c["input_ids"], "output_ids": ids,
+                "finish_reason": fr, "output_text": ogtok.decode(ids) if ids else "",
+                "min_top2_logit_gap": round(min(min(gaps), min(loop_gaps)), 4),
+                "produced_by": "onnxruntime-genai 0.18.0 Python API (og.Generator, CPU provider, do_sample=False); "
+                               "equals a plain onnxruntime 1.31.1 loop (float16 KV concatenated)"}
+        fixture["cases"].append(case)
+        report.append({"prompt": c.get("prompt") or c["messages"][-1]["content"],
+                       "fp16==int8": ids == c["output_ids"] and fr == c["finish_reason"],
+                       "fp16_text": case["output_text"], "int8_text": c["output_text"],
+                       "min_top2_logit_gap": case["min_top2_logit_gap"]})
+    Path(a.out).write_text(json.dumps(fixture, indent=1, ensure_ascii=False) + "\n")
+    Path(a.report).write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+    for r in report:
+        print(json.dumps(r, ensure_ascii=False))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -281,8 +367,13 @@ def main() -> None:
     s2.add_argument("--stage", default=".venv/build/reference_stage1.json")
     s2.add_argument("--out", default="tests/fixtures/reference_greedy.json")
     s2.add_argument("--report", default=".venv/build/reference_agreement.json")
+    s3 = sub.add_parser("genai-fp16")
+    s3.add_argument("--model", default="onnx/models/edge-tiny-genai-fp16")
+    s3.add_argument("--cases", default="tests/fixtures/reference_greedy.json")
+    s3.add_argument("--out", default="tests/fixtures/reference_greedy_fp16.json")
+    s3.add_argument("--report", default=".venv/build/reference_agreement_fp16.json")
     a = ap.parse_args()
-    stage_optimum(a) if a.cmd == "optimum" else stage_genai(a)
+    {"optimum": stage_optimum, "genai": stage_genai, "genai-fp16": stage_genai_fp16}[a.cmd](a)
 
 
 if __name__ == "__main__":

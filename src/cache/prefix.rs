@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use metrics::{counter, gauge};
 
+use crate::engine::kv::KvData;
 use crate::telemetry::metrics as names;
 
 /// Cache sizing and behaviour, validated in `config`.
@@ -30,18 +31,19 @@ pub struct KvBlock {
     /// Chain hash of the preceding block (0 for the first), checked on lookup.
     parent: u64,
     tokens: Box<[u32]>,
-    data: Box<[f32]>,
+    data: KvData,
 }
 
 impl KvBlock {
-    /// The block's KV floats, laid out as `Runner::export_blocks` produces them.
-    pub fn data(&self) -> &[f32] {
+    /// The block's KV in the model's element type, laid out as `Runner::export_blocks`
+    /// produces it.
+    pub fn data(&self) -> &KvData {
         &self.data
     }
 
+    /// Weighed against `cache.max_bytes`: the real element size (2 bytes for float16 KV).
     fn bytes(&self) -> usize {
-        self.data.len() * std::mem::size_of::<f32>()
-            + self.tokens.len() * std::mem::size_of::<u32>()
+        self.data.bytes() + self.tokens.len() * std::mem::size_of::<u32>()
     }
 }
 
@@ -151,17 +153,17 @@ impl PrefixCache {
     }
 
     /// Stores blocks `first..first + data.len()` of `tokens`; `pin` keeps them forever.
-    pub fn insert(&self, tokens: &[u32], first: usize, data: Vec<Vec<f32>>, pin: bool) {
+    pub fn insert(&self, tokens: &[u32], first: usize, data: Vec<KvData>, pin: bool) {
         let bt = self.settings.block_tokens;
         let chain = self.chain(tokens);
-        for (offset, floats) in data.into_iter().enumerate() {
+        for (offset, kv) in data.into_iter().enumerate() {
             let i = first + offset;
             let Some(&key) = chain.get(i) else { break };
             let parent = if i == 0 { 0 } else { chain[i - 1] };
             let block = Arc::new(KvBlock {
                 parent,
                 tokens: tokens[i * bt..(i + 1) * bt].into(),
-                data: floats.into_boxed_slice(),
+                data: kv,
             });
             if pin {
                 if let Ok(mut p) = self.pinned.write() {
@@ -205,8 +207,10 @@ mod tests {
         )
     }
 
-    fn fake_blocks(n: usize, tag: f32) -> Vec<Vec<f32>> {
-        (0..n).map(|i| vec![tag + i as f32; 8]).collect()
+    fn fake_blocks(n: usize, tag: f32) -> Vec<KvData> {
+        (0..n)
+            .map(|i| KvData::F32(vec![tag + i as f32; 8]))
+            .collect()
     }
 
     #[test]
@@ -219,7 +223,7 @@ mod tests {
         other.extend([100, 101, 102, 103, 104]);
         let m = c.lookup(&other);
         assert_eq!(m.tokens, 8);
-        assert_eq!(m.blocks[1].data()[0], 1.0);
+        assert_eq!(m.blocks[1].data(), &KvData::F32(vec![1.0; 8]));
     }
 
     #[test]
@@ -246,13 +250,25 @@ mod tests {
     fn byte_budget_is_respected_and_pinned_survive() {
         let c = cache(2_000);
         let pinned: Vec<u32> = (1000..1009).collect();
-        c.insert(&pinned, 0, vec![vec![0.5; 100]; 2], true);
+        c.insert(&pinned, 0, vec![KvData::F32(vec![0.5; 100]); 2], true);
         for p in 0..50u32 {
             let prompt: Vec<u32> = (p * 100..p * 100 + 9).collect();
-            c.insert(&prompt, 0, vec![vec![0.0; 100]; 2], false);
+            c.insert(&prompt, 0, vec![KvData::F32(vec![0.0; 100]); 2], false);
         }
         assert!(c.evictable_bytes() <= 2_000, "{}", c.evictable_bytes());
         assert_eq!(c.lookup(&pinned).tokens, 8);
+    }
+
+    #[test]
+    fn float16_blocks_weigh_their_real_size() {
+        // 100 f16 elements + 4 tokens = 216 bytes: nine fit under 2000 where f32 fit four.
+        let c = cache(2_000);
+        for p in 0..9u32 {
+            let prompt: Vec<u32> = (p * 100..p * 100 + 5).collect();
+            let block = KvData::F16(vec![half::f16::from_f32(0.25); 100]);
+            c.insert(&prompt, 0, vec![block], false);
+        }
+        assert_eq!(c.evictable_bytes(), 9 * 216);
     }
 
     #[test]

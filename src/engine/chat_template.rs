@@ -193,11 +193,10 @@ mod tests {
             None,
         )
         .expect("compiles");
-        let started = std::time::Instant::now();
+        // The fuel error is the proof that rendering stopped; no wall-clock bound (a loaded CI
+        // machine takes minutes in a debug build, and speed is measured, not asserted).
         let err = t.render(&[msg("user", "x")], true).expect_err("must stop");
         assert!(err.to_string().contains("fuel"), "{err}");
-        // Well under a second in release; a debug build on a loaded 2-vCPU machine took 13 s.
-        assert!(started.elapsed() < std::time::Duration::from_secs(30));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::Sender;
 
 use super::error::InferenceError;
+use super::kv::KvData;
 use super::runner::KvState;
 use super::sampling::{Sampler, SamplingParams};
 use super::tokenizer::{TextTokenizer, TokenStream};
@@ -393,7 +394,7 @@ pub(super) fn store_blocks(
     kv_len: usize,
     context: &[u32],
     pin: bool,
-    export: impl FnOnce(usize, usize, usize) -> Result<Vec<Vec<f32>>, InferenceError>,
+    export: impl FnOnce(usize, usize, usize) -> Result<Vec<KvData>, InferenceError>,
 ) -> Result<(), InferenceError> {
     let bt = cache.block_tokens();
     let full = kv_len.min(context.len()) / bt;

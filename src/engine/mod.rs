@@ -5,6 +5,7 @@ pub mod budget;
 pub mod chat_template;
 pub mod error;
 pub mod generate;
+pub mod kv;
 pub mod layout;
 pub mod package;
 pub mod providers;

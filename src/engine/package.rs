@@ -27,6 +27,9 @@ pub enum PackageFormat {
         past_value_template: String,
         present_key_template: String,
         present_value_template: String,
+        /// `model.decoder.inputs.position_ids` is declared (GroupQueryAttention graphs derive
+        /// positions from the mask and have none).
+        position_ids: bool,
     },
     /// Hugging Face Optimum export: present = past concatenated with the new positions.
     Optimum,
@@ -298,6 +301,7 @@ impl ModelPackage {
             past_value_template: name(inputs, "past_value_names", "past_key_values.%d.value"),
             present_key_template: name(outputs, "present_key_names", "present.%d.key"),
             present_value_template: name(outputs, "present_value_names", "present.%d.value"),
+            position_ids: inputs.and_then(|i| i.get("position_ids")).is_some(),
         };
         Ok(Self {
             dir: dir.to_path_buf(),

@@ -10,6 +10,8 @@
 use ort::ep::{self, ExecutionProvider, ExecutionProviderDispatch};
 use serde::Deserialize;
 
+use super::layout::{DeclaredInputs, KvMode};
+
 /// One entry of `model.execution_providers`, with its options.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
@@ -177,34 +179,8 @@ impl ProviderSettings {
                 }
                 cuda.build().error_on_failure()
             }
-            ProviderSettings::Tensorrt {
-                device_id,
-                fp16,
-                int8,
-                engine_cache_dir,
-                timing_cache_dir,
-                max_workspace_bytes,
-            } => {
-                let mut trt = ep::TensorRT::default()
-                    .with_device_id(*device_id)
-                    .with_fp16(*fp16)
-                    .with_int8(*int8);
-                if let Some(dir) = engine_cache_dir {
-                    trt = trt.with_engine_cache(true).with_engine_cache_path(dir);
-                }
-                if let Some(dir) = timing_cache_dir {
-                    trt = trt.with_timing_cache(true).with_timing_cache_path(dir);
-                }
-                if *max_workspace_bytes > 0 {
-                    trt = trt.with_max_workspace_size(*max_workspace_bytes);
-                }
-                if let Some(p) = profiles {
-                    trt = trt
-                        .with_profile_min_shapes(&p.min)
-                        .with_profile_opt_shapes(&p.opt)
-                        .with_profile_max_shapes(&p.max);
-                }
-                trt.build().error_on_failure()
+            ProviderSettings::Tensorrt { .. } => {
+                self.tensorrt(profiles)?.build().error_on_failure()
             }
             ProviderSettings::Openvino {
                 device_type,
@@ -221,6 +197,45 @@ impl ProviderSettings {
                 ov.build().error_on_failure()
             }
         })
+    }
+}
+
+impl ProviderSettings {
+    /// The TensorRT registration with its options; `None` for other kinds. Engines and timing
+    /// caches are stored when their directories are set, and ORT compares the profile with the
+    /// one saved beside a cached engine, so a stable profile means engines are built once.
+    pub fn tensorrt(&self, profiles: Option<&TrtProfiles>) -> Option<ep::TensorRT> {
+        let ProviderSettings::Tensorrt {
+            device_id,
+            fp16,
+            int8,
+            engine_cache_dir,
+            timing_cache_dir,
+            max_workspace_bytes,
+        } = self
+        else {
+            return None;
+        };
+        let mut trt = ep::TensorRT::default()
+            .with_device_id(*device_id)
+            .with_fp16(*fp16)
+            .with_int8(*int8);
+        if let Some(dir) = engine_cache_dir {
+            trt = trt.with_engine_cache(true).with_engine_cache_path(dir);
+        }
+        if let Some(dir) = timing_cache_dir {
+            trt = trt.with_timing_cache(true).with_timing_cache_path(dir);
+        }
+        if *max_workspace_bytes > 0 {
+            trt = trt.with_max_workspace_size(*max_workspace_bytes);
+        }
+        if let Some(p) = profiles {
+            trt = trt
+                .with_profile_min_shapes(&p.min)
+                .with_profile_opt_shapes(&p.opt)
+                .with_profile_max_shapes(&p.max);
+        }
+        Some(trt)
     }
 }
 
@@ -251,12 +266,85 @@ pub fn validate_list(list: &[ProviderSettings]) -> Result<(), String> {
     Ok(())
 }
 
-/// TensorRT optimization-profile shapes (`name:dims,...`) for min, opt and max.
+/// TensorRT optimization-profile shapes (`name:AxBxC,name:…`, as ORT's `trt_profile_*_shapes`
+/// take them) for min, opt and max.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrtProfiles {
     pub min: String,
     pub opt: String,
     pub max: String,
+}
+
+/// The part of TensorRT's error when explicit profiles miss an input (ORT's TensorRT EP names
+/// the inputs after it). It happens when the graph is split between TensorRT and other
+/// providers: the TensorRT subgraphs' own dynamic inputs need profiles too.
+const PARTIAL_PROFILE_ERROR: &str = "no associated shape profiles";
+
+impl TrtProfiles {
+    /// One profile covering every shape the engine feeds `inputs`, so TensorRT builds its
+    /// engines once for the real range instead of again whenever a longer sequence arrives:
+    /// batch 1 to `max_batch` (concatenating models are run one sequence per call, so 1),
+    /// sequences up to `context` positions, optimized for decoding (one new token) at half the
+    /// context. KV inputs: concatenating models see 0 to `context - 1` past positions;
+    /// shared-buffer models see a buffer of up to `context` positions.
+    pub fn for_inputs(inputs: &DeclaredInputs, max_batch: usize, context: usize) -> Self {
+        let c = context.max(1);
+        let half = (c / 2).max(1);
+        let (b_opt, b_max) = match inputs.kv_mode {
+            KvMode::SharedBuffer => (max_batch.max(1), max_batch.max(1)),
+            KvMode::Concatenate => (1, 1),
+        };
+        let (h, d) = (inputs.num_kv_heads, inputs.head_size);
+        // (min, opt, max) positions of the KV inputs and width of the attention mask.
+        let (past, mask) = match inputs.kv_mode {
+            KvMode::Concatenate => {
+                let opt = half.min(c - 1);
+                ([0, opt, c - 1], [1, opt + 1, c])
+            }
+            KvMode::SharedBuffer => ([1, c, c], [1, half, c]),
+        };
+        let tokens = [vec![1, 1], vec![b_opt, 1], vec![b_max, c]];
+        let mut entries: Vec<(&str, [Vec<usize>; 3])> = vec![(&inputs.input_ids, tokens.clone())];
+        if let Some(name) = &inputs.position_ids {
+            entries.push((name, tokens));
+        }
+        if let Some(name) = &inputs.attention_mask {
+            entries.push((
+                name,
+                [vec![1, mask[0]], vec![b_opt, mask[1]], vec![b_max, mask[2]]],
+            ));
+        }
+        for name in inputs.past.iter().flat_map(|(k, v)| [k, v]) {
+            entries.push((
+                name,
+                [
+                    vec![1, h, past[0], d],
+                    vec![b_opt, h, past[1], d],
+                    vec![b_max, h, past[2], d],
+                ],
+            ));
+        }
+        let join = |which: usize| {
+            entries
+                .iter()
+                .map(|(name, dims)| {
+                    let dims: Vec<String> = dims[which].iter().map(usize::to_string).collect();
+                    format!("{name}:{}", dims.join("x"))
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        Self {
+            min: join(0),
+            opt: join(1),
+            max: join(2),
+        }
+    }
+
+    /// Whether a TensorRT failure is the one explicit profiles cause on a partitioned graph.
+    pub fn is_partial_coverage_error(reason: &str) -> bool {
+        reason.contains(PARTIAL_PROFILE_ERROR)
+    }
 }
 
 /// Why a provider was not used.
@@ -348,5 +436,155 @@ mod tests {
             };
             assert!(p.validate().is_ok(), "{device}");
         }
+    }
+
+    fn declared(kv_mode: KvMode, position_ids: bool) -> DeclaredInputs {
+        DeclaredInputs {
+            input_ids: "input_ids".into(),
+            attention_mask: Some("attention_mask".into()),
+            position_ids: position_ids.then(|| "position_ids".into()),
+            past: (0..2)
+                .map(|l| {
+                    (
+                        format!("past_key_values.{l}.key"),
+                        format!("past_key_values.{l}.value"),
+                    )
+                })
+                .collect(),
+            num_kv_heads: 4,
+            head_size: 64,
+            kv_mode,
+        }
+    }
+
+    #[test]
+    fn shared_buffer_profile_covers_the_batch_and_the_context() {
+        let p = TrtProfiles::for_inputs(&declared(KvMode::SharedBuffer, false), 8, 2048);
+        let kv = |l: usize, part: &str, dims: &str| format!("past_key_values.{l}.{part}:{dims}");
+        let expect = |ids: &str, mask: &str, kv_dims: &str| {
+            let mut v = vec![format!("input_ids:{ids}"), format!("attention_mask:{mask}")];
+            for l in 0..2 {
+                v.push(kv(l, "key", kv_dims));
+                v.push(kv(l, "value", kv_dims));
+            }
+            v.join(",")
+        };
+        assert_eq!(p.min, expect("1x1", "1x1", "1x4x1x64"));
+        assert_eq!(p.opt, expect("8x1", "8x1024", "8x4x2048x64"));
+        assert_eq!(p.max, expect("8x2048", "8x2048", "8x4x2048x64"));
+    }
+
+    #[test]
+    fn concatenating_profile_is_one_sequence_with_growing_past() {
+        let p = TrtProfiles::for_inputs(&declared(KvMode::Concatenate, true), 8, 512);
+        assert!(
+            p.min.starts_with(
+                "input_ids:1x1,position_ids:1x1,attention_mask:1x1,past_key_values.0.key:1x4x0x64,"
+            ),
+            "{}",
+            p.min
+        );
+        assert!(
+            p.opt.starts_with(
+                "input_ids:1x1,position_ids:1x1,attention_mask:1x257,past_key_values.0.key:1x4x256x64,"
+            ),
+            "{}",
+            p.opt
+        );
+        assert!(
+            p.max.starts_with(
+                "input_ids:1x512,position_ids:1x512,attention_mask:1x512,past_key_values.0.key:1x4x511x64,"
+            ),
+            "{}",
+            p.max
+        );
+        assert!(
+            p.max.ends_with("past_key_values.1.value:1x4x511x64"),
+            "{}",
+            p.max
+        );
+        // Every KV input has an entry in each of the three.
+        for shapes in [&p.min, &p.opt, &p.max] {
+            assert_eq!(shapes.split(',').count(), 3 + 4, "{shapes}");
+        }
+    }
+
+    #[test]
+    fn tiny_contexts_keep_min_opt_max_ordered() {
+        for mode in [KvMode::Concatenate, KvMode::SharedBuffer] {
+            for context in [0, 1, 2, 3] {
+                let p = TrtProfiles::for_inputs(&declared(mode, true), 0, context);
+                let dims = |s: &str| -> Vec<Vec<usize>> {
+                    s.split(',')
+                        .map(|e| {
+                            let (_, d) = e.split_once(':').expect("name:dims");
+                            d.split('x').map(|x| x.parse().expect("number")).collect()
+                        })
+                        .collect()
+                };
+                let (min, opt, max) = (dims(&p.min), dims(&p.opt), dims(&p.max));
+                for ((a, b), c) in min.iter().zip(&opt).zip(&max) {
+                    for ((x, y), z) in a.iter().zip(b).zip(c) {
+                        assert!(x <= y && y <= z, "{mode:?} context {context}: {p:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tensorrt_options_carry_caches_and_profiles() {
+        let settings = ProviderSettings::Tensorrt {
+            device_id: 1,
+            fp16: true,
+            int8: false,
+            engine_cache_dir: Some("/var/cache/trt-engines".into()),
+            timing_cache_dir: Some("/var/cache/trt-timing".into()),
+            max_workspace_bytes: 1 << 30,
+        };
+        let profiles = TrtProfiles::for_inputs(&declared(KvMode::SharedBuffer, false), 4, 256);
+        let trt = settings.tensorrt(Some(&profiles)).expect("tensorrt");
+        let options = format!("{trt:?}");
+        for (key, value) in [
+            ("trt_engine_cache_enable", "true"),
+            ("trt_engine_cache_path", "/var/cache/trt-engines"),
+            ("trt_timing_cache_enable", "true"),
+            ("trt_timing_cache_path", "/var/cache/trt-timing"),
+            ("trt_fp16_enable", "true"),
+            ("trt_max_workspace_size", "1073741824"),
+            ("device_id", "1"),
+            ("trt_profile_min_shapes", profiles.min.as_str()),
+            ("trt_profile_opt_shapes", profiles.opt.as_str()),
+            ("trt_profile_max_shapes", profiles.max.as_str()),
+        ] {
+            assert!(
+                options.contains(&format!("{key:?}: {value:?}")),
+                "{key}={value} missing from {options}"
+            );
+        }
+        let bare = ProviderSettings::Tensorrt {
+            device_id: 0,
+            fp16: false,
+            int8: false,
+            engine_cache_dir: None,
+            timing_cache_dir: None,
+            max_workspace_bytes: 0,
+        }
+        .tensorrt(None)
+        .expect("tensorrt");
+        let options = format!("{bare:?}");
+        assert!(!options.contains("trt_engine_cache_path"), "{options}");
+        assert!(!options.contains("trt_profile_min_shapes"), "{options}");
+        assert!(ProviderSettings::default().tensorrt(None).is_none());
+    }
+
+    #[test]
+    fn partial_profile_errors_are_recognised() {
+        assert!(TrtProfiles::is_partial_coverage_error(
+            "EP_FAIL : User needs to provide all the dynamic shape inputs with associated profiles if they want to explicitly set profiles through provider options. Following input(s) has no associated shape profiles provided: /model/layers.0/attn/GroupQueryAttention_output_0"
+        ));
+        assert!(!TrtProfiles::is_partial_coverage_error(
+            "libnvinfer.so.10: cannot open shared object file"
+        ));
     }
 }

@@ -3,7 +3,8 @@
 //! KV handling never copies the cache on our side: in concatenating mode each step's
 //! `present.*` values are moved into the next step's `past_*` inputs; in shared-buffer mode one
 //! preallocated buffer per layer is bound as both input and output, so GroupQueryAttention
-//! writes the new positions in place.
+//! writes the new positions in place. KV tensors are float32 or float16, as the graph declares
+//! (`ModelLayout::kv_type`); logits of either type are converted to float32 for sampling.
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -12,12 +13,13 @@ use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::IoBinding;
 use ort::session::{Session, SessionInputValue};
-use ort::value::{DynValue, Tensor};
+use ort::value::{DynTensor, DynValue, Tensor};
 
 use super::error::{InferenceError, ModelError};
-use super::layout::{IndexType, KvMode, ModelLayout};
+use super::kv::{copy_last_logits, typed_blocks, with_float_type, KvData, KvElement};
+use super::layout::{DeclaredInputs, IndexType, KvMode, ModelLayout};
 use super::package::ModelPackage;
-use super::providers::ProviderSettings;
+use super::providers::{ProviderSettings, TrtProfiles};
 
 /// Session options that matter for speed and start-up.
 #[derive(Debug, Clone, Default)]
@@ -31,6 +33,13 @@ pub struct RunnerOptions {
     pub providers: Vec<ProviderSettings>,
     /// A failing first provider stops startup instead of falling back.
     pub require_accelerator: bool,
+    /// Sequences decoded in one batch (`engine.max_concurrent_sequences`) and the effective
+    /// context length: the shape range TensorRT's optimization profile must cover. 0 = 1 and
+    /// the package's context length.
+    pub max_batch: usize,
+    pub context_length: usize,
+    /// TensorRT profiles; [`Runner::load`] derives them from the package when TensorRT is listed.
+    pub tensorrt_profiles: Option<TrtProfiles>,
 }
 
 /// A loaded decoder session plus its discovered layout.
@@ -56,8 +65,8 @@ enum KvStorage {
     Concat(Vec<DynValue>),
     Shared {
         // The binding references these as both past and present; they are also written
-        // directly when a cached prefix is restored.
-        buffers: Vec<Tensor<f32>>,
+        // directly when a cached prefix is restored. Tensors of the layout's KV type.
+        buffers: Vec<DynTensor>,
         binding: Box<IoBinding>,
     },
 }
@@ -86,22 +95,46 @@ impl Runner {
         package: &ModelPackage,
         options: &RunnerOptions,
     ) -> Result<Self, ModelError> {
+        let declared = DeclaredInputs::from_package(package);
+        let mut options = Cow::Borrowed(options);
+        if options
+            .providers
+            .iter()
+            .any(|p| matches!(p, ProviderSettings::Tensorrt { .. }))
+        {
+            let context = match options.context_length {
+                0 => package.context_length,
+                c => c.min(package.context_length),
+            };
+            let profiles = TrtProfiles::for_inputs(&declared, options.max_batch.max(1), context);
+            tracing::info!(min = %profiles.min, opt = %profiles.opt, max = %profiles.max, "TensorRT optimization profile");
+            options.to_mut().tensorrt_profiles = Some(profiles);
+        }
         // A saved optimized graph holds provider-specific fusions: only the CPU path uses it.
         let first_is_cpu = options
             .providers
             .first()
             .is_none_or(|p| !p.is_accelerator());
         let (session, provider) = match &options.optimized_graph_dir {
-            Some(dir) if first_is_cpu => open_with_graph_cache(env, package, options, dir)?,
+            Some(dir) if first_is_cpu => open_with_graph_cache(env, package, &options, dir)?,
             _ => open_session(
                 env,
                 &package.onnx_file,
-                options,
+                &options,
                 GraphOptimizationLevel::All,
                 None,
             )?,
         };
         let layout = ModelLayout::discover(&session, package)?;
+        if options.tensorrt_profiles.is_some() && DeclaredInputs::of_layout(&layout) != declared {
+            tracing::warn!(declared = ?declared, found = ?DeclaredInputs::of_layout(&layout), "the graph's inputs differ from what the package config declares; the TensorRT profile was built for the declared ones");
+        }
+        tracing::info!(
+            kv_type = layout.kv_type.name(),
+            logits_type = layout.logits_type.name(),
+            kv_bytes_per_token = layout.kv_bytes_per_token(),
+            "model layout"
+        );
         let cpu_output = MemoryInfo::new(
             AllocationDevice::CPU,
             0,
@@ -149,37 +182,10 @@ impl Runner {
 
     /// Creates an empty KV state able to hold `capacity` positions.
     pub fn new_state(&mut self, capacity: usize) -> Result<KvState, InferenceError> {
-        let l = &self.layout;
-        let storage = match l.kv_mode {
-            KvMode::Concatenate => {
-                let mut values = Vec::with_capacity(2 * l.num_layers());
-                for _ in 0..2 * l.num_layers() {
-                    let empty = Tensor::<f32>::from_array((
-                        [1usize, l.num_kv_heads, 0, l.head_size],
-                        Vec::<f32>::new(),
-                    ))?;
-                    values.push(empty.into_dyn());
-                }
-                KvStorage::Concat(values)
-            }
-            KvMode::SharedBuffer => {
-                let mut binding = Box::new(self.session.create_binding()?);
-                let mut buffers = Vec::with_capacity(2 * l.num_layers());
-                let shape = [1usize, l.num_kv_heads, capacity, l.head_size];
-                for (past, present) in l.past.iter().zip(&l.present) {
-                    for (input, output) in [(&past.0, &present.0), (&past.1, &present.1)] {
-                        let mut buffer = Tensor::<f32>::new(self.session.allocator(), shape)?;
-                        // Positions past the sequence length are masked, but zeroing keeps
-                        // stale floats (possibly NaN) out of any kernel that reads the buffer.
-                        buffer.extract_tensor_mut().1.fill(0.0);
-                        binding.bind_input(input.as_str(), &buffer)?;
-                        binding.bind_output(output.as_str(), &mut buffer)?;
-                        buffers.push(buffer);
-                    }
-                }
-                KvStorage::Shared { buffers, binding }
-            }
-        };
+        let storage = with_float_type!(self.layout.kv_type, T => match self.layout.kv_mode {
+            KvMode::Concatenate => KvStorage::Concat(self.empty_kv::<T>()?),
+            KvMode::SharedBuffer => self.shared_kv::<T>(capacity)?,
+        });
         Ok(KvState {
             len: 0,
             capacity,
@@ -187,8 +193,40 @@ impl Runner {
         })
     }
 
+    /// Zero-length past tensors for the first step of a concatenating model.
+    fn empty_kv<T: KvElement>(&self) -> Result<Vec<DynValue>, InferenceError> {
+        let l = &self.layout;
+        (0..2 * l.num_layers())
+            .map(|_| {
+                let shape = [1usize, l.num_kv_heads, 0, l.head_size];
+                Ok(Tensor::<T>::from_array((shape, Vec::<T>::new()))?.into_dyn())
+            })
+            .collect()
+    }
+
+    /// One `[1, heads, capacity, head_size]` buffer per layer and key/value, each bound as both
+    /// past input and present output.
+    fn shared_kv<T: KvElement>(&mut self, capacity: usize) -> Result<KvStorage, InferenceError> {
+        let l = &self.layout;
+        let mut binding = Box::new(self.session.create_binding()?);
+        let mut buffers = Vec::with_capacity(2 * l.num_layers());
+        let shape = [1usize, l.num_kv_heads, capacity, l.head_size];
+        for (past, present) in l.past.iter().zip(&l.present) {
+            for (input, output) in [(&past.0, &present.0), (&past.1, &present.1)] {
+                let mut buffer = Tensor::<T>::new(self.session.allocator(), shape)?.upcast();
+                // Positions past the sequence length are masked, but zeroing keeps stale
+                // values (possibly NaN) out of any kernel that reads the buffer.
+                buffer.try_extract_tensor_mut::<T>()?.1.fill(T::default());
+                binding.bind_input(input.as_str(), &buffer)?;
+                binding.bind_output(output.as_str(), &mut buffer)?;
+                buffers.push(buffer);
+            }
+        }
+        Ok(KvStorage::Shared { buffers, binding })
+    }
+
     /// Runs `tokens` through the model after the state's cached positions and writes the
-    /// logits of the last position into `logits_out`.
+    /// logits of the last position (as float32) into `logits_out`.
     pub fn forward(
         &mut self,
         state: &mut KvState,
@@ -285,8 +323,8 @@ impl Runner {
 }
 
 impl Runner {
-    /// Floats of one cached block: keys and values of `block_tokens` positions, all layers.
-    pub fn block_floats(&self, block_tokens: usize) -> usize {
+    /// Elements of one cached block: keys and values of `block_tokens` positions, all layers.
+    pub fn block_elements(&self, block_tokens: usize) -> usize {
         2 * self.layout.num_layers()
             * self.layout.num_kv_heads
             * block_tokens
@@ -294,38 +332,49 @@ impl Runner {
     }
 
     /// Copies the KV of positions `[start, start + count * block_tokens)` out of `state`, one
-    /// `Vec` per block laid out `[layer][key|value][head][position][head_size]`.
+    /// block each, in the model's KV type, laid out `[layer][key|value][head][position][head_size]`.
     pub fn export_blocks(
         &self,
         state: &KvState,
         start: usize,
         count: usize,
         block_tokens: usize,
-    ) -> Result<Vec<Vec<f32>>, InferenceError> {
+    ) -> Result<Vec<KvData>, InferenceError> {
         if start + count * block_tokens > state.len {
             return Err(InferenceError::Output(
                 "export beyond the cached positions".into(),
             ));
         }
+        let blocks = (start..start + count * block_tokens).step_by(block_tokens.max(1));
+        with_float_type!(self.layout.kv_type, T => self.export_typed::<T>(state, blocks, block_tokens))
+    }
+
+    /// [`Runner::export_blocks`] for element type `T`; `firsts` are the blocks' first positions.
+    fn export_typed<T: KvElement>(
+        &self,
+        state: &KvState,
+        firsts: impl ExactSizeIterator<Item = usize>,
+        block_tokens: usize,
+    ) -> Result<Vec<KvData>, InferenceError> {
         let (heads, dim) = (self.layout.num_kv_heads, self.layout.head_size);
-        let tensors: Vec<(&[f32], usize)> = match &state.storage {
+        // (elements, positions per head) of every key/value tensor.
+        let tensors: Vec<(&[T], usize)> = match &state.storage {
             KvStorage::Concat(values) => values
                 .iter()
                 .map(|v| {
-                    let (shape, data) = v.try_extract_tensor::<f32>()?;
+                    let (shape, data) = v.try_extract_tensor::<T>()?;
                     Ok((data, usize::try_from(shape[2]).unwrap_or(0)))
                 })
                 .collect::<Result<_, ort::Error>>()?,
             KvStorage::Shared { buffers, .. } => buffers
                 .iter()
-                .map(|b| (b.extract_tensor().1, state.capacity))
-                .collect(),
+                .map(|b| Ok((b.try_extract_tensor::<T>()?.1, state.capacity)))
+                .collect::<Result<_, ort::Error>>()?,
         };
         let span = block_tokens * dim;
-        let mut blocks = Vec::with_capacity(count);
-        for b in 0..count {
-            let first = start + b * block_tokens;
-            let mut out = Vec::with_capacity(self.block_floats(block_tokens));
+        let mut blocks = Vec::with_capacity(firsts.len());
+        for first in firsts {
+            let mut out = Vec::with_capacity(self.block_elements(block_tokens));
             for &(data, positions) in &tensors {
                 for head in 0..heads {
                     let at = (head * positions + first) * dim;
@@ -335,7 +384,7 @@ impl Runner {
                     out.extend_from_slice(src);
                 }
             }
-            blocks.push(out);
+            blocks.push(T::wrap(out));
         }
         Ok(blocks)
     }
@@ -344,7 +393,7 @@ impl Runner {
     pub fn import_blocks(
         &self,
         state: &mut KvState,
-        blocks: &[&[f32]],
+        blocks: &[&KvData],
         block_tokens: usize,
     ) -> Result<(), InferenceError> {
         let len = blocks.len() * block_tokens;
@@ -355,14 +404,28 @@ impl Runner {
         }
         if blocks
             .iter()
-            .any(|b| b.len() != self.block_floats(block_tokens))
+            .any(|b| b.len() != self.block_elements(block_tokens))
         {
             return Err(InferenceError::Output(
                 "cached block has the wrong size".into(),
             ));
         }
+        with_float_type!(self.layout.kv_type, T => {
+            self.import_typed::<T>(state, &typed_blocks::<T>(blocks)?, block_tokens)?
+        });
+        state.len = len;
+        Ok(())
+    }
+
+    fn import_typed<T: KvElement>(
+        &self,
+        state: &mut KvState,
+        blocks: &[&[T]],
+        block_tokens: usize,
+    ) -> Result<(), InferenceError> {
         let l = &self.layout;
         let (heads, dim) = (l.num_kv_heads, l.head_size);
+        let len = blocks.len() * block_tokens;
         let span = block_tokens * dim;
         // Offset of (tensor, head) inside one block.
         let src_at = |tensor: usize, head: usize| (tensor * heads + head) * span;
@@ -370,7 +433,7 @@ impl Runner {
             KvStorage::Shared { buffers, .. } => {
                 let capacity = state.capacity;
                 for (t, buffer) in buffers.iter_mut().enumerate() {
-                    let data = buffer.extract_tensor_mut().1;
+                    let data = buffer.try_extract_tensor_mut::<T>()?.1;
                     for (b, block) in blocks.iter().enumerate() {
                         for head in 0..heads {
                             let dst = (head * capacity + b * block_tokens) * dim;
@@ -392,7 +455,6 @@ impl Runner {
                 }
             }
         }
-        state.len = len;
         Ok(())
     }
 }
@@ -415,7 +477,27 @@ pub(crate) fn open_session(
     };
     let mut failed: Vec<(&'static str, String)> = Vec::new();
     for (i, provider) in listed.iter().enumerate() {
-        match open_with_provider(env, file, options, level, save_optimized, provider) {
+        let profiles = options
+            .tensorrt_profiles
+            .as_ref()
+            .filter(|_| matches!(provider, ProviderSettings::Tensorrt { .. }));
+        let mut attempt = open_with_provider(
+            env,
+            file,
+            options,
+            level,
+            save_optimized,
+            provider,
+            profiles,
+        );
+        if let (Err(reason), Some(_)) = (&attempt, profiles) {
+            if TrtProfiles::is_partial_coverage_error(reason) {
+                tracing::warn!(reason = %reason, "the graph is partitioned between TensorRT and other providers, and explicit profiles must then cover every TensorRT subgraph input; retrying without them (TensorRT then builds engines for the input shapes it meets)");
+                attempt =
+                    open_with_provider(env, file, options, level, save_optimized, provider, None);
+            }
+        }
+        match attempt {
             Ok(session) => {
                 if !failed.is_empty() {
                     tracing::warn!(provider = provider.kind(), skipped = ?failed, "running on a fallback execution provider");
@@ -429,6 +511,10 @@ pub(crate) fn open_session(
                 });
             }
             Err(reason) => {
+                let reason = match failure_hint(&reason) {
+                    Some(hint) => format!("{} ({hint})", reason.trim_end()),
+                    None => reason,
+                };
                 if i == 0 && options.require_accelerator {
                     return Err(ModelError::ProviderRequired {
                         provider: provider.kind(),
@@ -442,12 +528,26 @@ pub(crate) fn open_session(
     }
     // Every listed accelerator failed and cpu was not listed: ORT's own CPU provider still works.
     tracing::error!(skipped = ?failed, "no listed execution provider attached; running on cpu");
-    open_with_provider(env, file, options, level, save_optimized, &default[0])
+    open_with_provider(env, file, options, level, save_optimized, &default[0], None)
         .map(|s| (s, "cpu"))
         .map_err(|message| ModelError::Session {
             file: file.to_path_buf(),
             message,
         })
+}
+
+/// Points at the fix for the accelerator load failures operators meet most: ONNX Runtime's own
+/// message names the missing file, not what provides it.
+fn failure_hint(reason: &str) -> Option<&'static str> {
+    if reason.contains("libcuda.so.1") {
+        Some("libcuda.so.1 is part of the NVIDIA driver: install the driver, or give the container the GPU (NVIDIA container toolkit, --gpus)")
+    } else if reason.contains("cannot open shared object file") {
+        Some("a library this provider needs is not on LD_LIBRARY_PATH; see README, \"Execution providers\", for what each provider needs")
+    } else if reason.contains("no CUDA-capable device") {
+        Some("no GPU is visible to this process: check CUDA_VISIBLE_DEVICES and the container's GPU access")
+    } else {
+        None
+    }
 }
 
 /// Which wheel carries a provider's library.
@@ -462,7 +562,8 @@ fn ort_library_hint(provider: &ProviderSettings) -> &'static str {
 }
 
 /// Creates a session for `file` on `provider`; `save_optimized` makes ORT write its optimized
-/// graph there. An accelerator's failure is returned as text so the caller can fall back.
+/// graph there, `profiles` are TensorRT's. An accelerator's failure is returned as text so the
+/// caller can fall back.
 fn open_with_provider(
     env: &ort::environment::Environment,
     file: &Path,
@@ -470,6 +571,7 @@ fn open_with_provider(
     level: GraphOptimizationLevel,
     save_optimized: Option<&Path>,
     provider: &ProviderSettings,
+    profiles: Option<&TrtProfiles>,
 ) -> Result<Session, String> {
     let err = |e: String| e;
     let threads = match options.intra_threads {
@@ -509,7 +611,7 @@ fn open_with_provider(
                     ort_library_hint(accelerator)
                 ));
             }
-            if let Some(dispatch) = accelerator.dispatch(None) {
+            if let Some(dispatch) = accelerator.dispatch(profiles) {
                 builder = builder
                     .with_execution_providers([dispatch])
                     .map_err(|e| err(e.to_string()))?;
@@ -642,47 +744,18 @@ pub(super) fn index_tensor_2d(
     })
 }
 
-/// Copies logits of a `[rows, seq, vocab]` output: with `last_only` (one row) the last
-/// position's, otherwise one position per row (decode), row after row.
-pub(super) fn copy_rows_logits(
-    value: Option<&DynValue>,
-    rows: usize,
-    last_only: bool,
-    out: &mut Vec<f32>,
-) -> Result<(), InferenceError> {
-    if last_only {
-        return copy_last_logits(value, out);
-    }
-    let value = value.ok_or_else(|| InferenceError::Output("no logits output".into()))?;
-    let (_, data) = value
-        .try_extract_tensor::<f32>()
-        .map_err(|e| InferenceError::Output(format!("logits are not float32: {e}")))?;
-    if rows == 0 || data.is_empty() || data.len() % rows != 0 {
-        return Err(InferenceError::Output(format!(
-            "logits of {} floats do not split into {rows} rows",
-            data.len()
-        )));
-    }
-    out.clear();
-    out.extend_from_slice(data);
-    Ok(())
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn copy_last_logits(value: Option<&DynValue>, out: &mut Vec<f32>) -> Result<(), InferenceError> {
-    let value = value.ok_or_else(|| InferenceError::Output("no logits output".into()))?;
-    let (shape, data) = value
-        .try_extract_tensor::<f32>()
-        .map_err(|e| InferenceError::Output(format!("logits are not float32: {e}")))?;
-    let vocab = shape
-        .last()
-        .copied()
-        .and_then(|v| usize::try_from(v).ok())
-        .filter(|v| *v > 0)
-        .ok_or_else(|| InferenceError::Output("logits have no vocabulary dimension".into()))?;
-    if data.len() < vocab {
-        return Err(InferenceError::Output("logits tensor is empty".into()));
+    #[test]
+    fn load_failures_get_a_hint_at_what_provides_the_missing_piece() {
+        let cublas = "Failed to load library libonnxruntime_providers_cuda.so with error: libcublasLt.so.13: cannot open shared object file: No such file or directory";
+        assert!(failure_hint(cublas).is_some_and(|h| h.contains("LD_LIBRARY_PATH")));
+        let driver = "Failed to load library libonnxruntime_providers_cuda.so with error: libcuda.so.1: cannot open shared object file: No such file or directory";
+        assert!(failure_hint(driver).is_some_and(|h| h.contains("NVIDIA driver")));
+        let device = "CUDA failure 100: no CUDA-capable device is detected ; GPU=0";
+        assert!(failure_hint(device).is_some_and(|h| h.contains("CUDA_VISIBLE_DEVICES")));
+        assert_eq!(failure_hint("invalid device_type"), None);
     }
-    out.clear();
-    out.extend_from_slice(&data[data.len() - vocab..]);
-    Ok(())
 }

@@ -20,6 +20,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
 use super::error::InferenceError;
 use super::generate::{store_blocks, Outbox, Progress, SeqKv, Sequence};
+use super::kv::KvData;
 use super::runner::Runner;
 use super::slots::SlotPool;
 use super::tokenizer::TextTokenizer;
@@ -159,7 +160,7 @@ impl<'t> Scheduler<'t> {
                 pool.reset(slot);
                 if let (Some(hit), Some(c)) = (&hit, self.cache) {
                     if hit.tokens > 0 {
-                        let blocks: Vec<&[f32]> = hit.blocks.iter().map(|b| b.data()).collect();
+                        let blocks: Vec<&KvData> = hit.blocks.iter().map(|b| b.data()).collect();
                         pool.import_blocks(slot, &blocks, c.block_tokens())?;
                     }
                 }
@@ -170,7 +171,7 @@ impl<'t> Scheduler<'t> {
                 let mut state = self.runner.new_state(capacity)?;
                 if let (Some(hit), Some(c)) = (&hit, self.cache) {
                     if hit.tokens > 0 {
-                        let blocks: Vec<&[f32]> = hit.blocks.iter().map(|b| b.data()).collect();
+                        let blocks: Vec<&KvData> = hit.blocks.iter().map(|b| b.data()).collect();
                         self.runner
                             .import_blocks(&mut state, &blocks, c.block_tokens())?;
                     }

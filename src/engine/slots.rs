@@ -4,7 +4,8 @@
 //! one `[n, …]` tensor (batch rows are the outermost dimension, hence contiguous) and GQA writes
 //! each row's new position in place, at that row's own length (right padding, which is what GQA
 //! expects). A prefill binds a single slot the same way. When a sequence leaves, the last slot is
-//! moved into its place so the running slots stay contiguous.
+//! moved into its place so the running slots stay contiguous. Buffers hold the model's KV
+//! element type (float32, or float16 for GPU-built models).
 //!
 //! The buffers are zero-initialised by the allocator (calloc), so pages are only committed as
 //! positions are written: reserving `slots × capacity` costs address space, not memory.
@@ -12,38 +13,67 @@
 use std::ffi::CStr;
 use std::ptr::NonNull;
 
+use half::f16;
 use ort::memory::{Allocator, MemoryInfo};
-use ort::value::Tensor;
+use ort::value::{DynTensor, Tensor};
 use ort::AsPointer;
 
 use super::error::InferenceError;
+use super::kv::{copy_rows_logits, typed_blocks, FloatType, KvData, KvElement};
 use super::layout::ModelLayout;
-use super::runner::{copy_rows_logits, index_tensor_2d, Runner};
+use super::runner::{index_tensor_2d, Runner};
+
+/// Per layer: key buffer, then value buffer, in the model's KV element type.
+enum Buffers {
+    F32(Vec<Vec<f32>>),
+    F16(Vec<Vec<f16>>),
+}
+
+/// Runs `$body` with `$b` bound to the typed buffer list (`&Vec<Vec<T>>` or `&mut …`).
+macro_rules! with_buffers {
+    ($buffers:expr, $b:ident => $body:expr) => {
+        match $buffers {
+            Buffers::F32($b) => $body,
+            Buffers::F16($b) => $body,
+        }
+    };
+}
 
 /// The batched KV buffers of one worker.
 pub struct SlotPool {
-    /// Per layer: key buffer, then value buffer.
-    buffers: Vec<Vec<f32>>,
+    buffers: Buffers,
+    /// Key and value buffers over all layers.
+    tensors: usize,
     slots: usize,
     capacity: usize,
     heads: usize,
     head_size: usize,
+    /// Bytes per KV element.
+    element_bytes: usize,
     /// Positions cached per slot.
     lens: Vec<usize>,
 }
 
 impl SlotPool {
-    /// Reserves `slots` sequences of up to `capacity` positions each.
+    /// Reserves `slots` sequences of up to `capacity` positions each, in the layout's KV type.
     pub fn new(layout: &ModelLayout, slots: usize, capacity: usize) -> Self {
         let per_buffer = slots * layout.num_kv_heads * capacity * layout.head_size;
+        let tensors = 2 * layout.num_layers();
+        fn zeroed<T: KvElement>(tensors: usize, len: usize) -> Vec<Vec<T>> {
+            (0..tensors).map(|_| T::zeroed(len)).collect()
+        }
+        let buffers = match layout.kv_type {
+            FloatType::F32 => Buffers::F32(zeroed(tensors, per_buffer)),
+            FloatType::F16 => Buffers::F16(zeroed(tensors, per_buffer)),
+        };
         Self {
-            buffers: (0..2 * layout.num_layers())
-                .map(|_| vec![0.0f32; per_buffer])
-                .collect(),
+            buffers,
+            tensors,
             slots,
             capacity,
             heads: layout.num_kv_heads,
             head_size: layout.head_size,
+            element_bytes: layout.kv_type.size(),
             lens: vec![0; slots],
         }
     }
@@ -63,7 +93,8 @@ impl SlotPool {
         self.lens.get(slot).copied().unwrap_or(0)
     }
 
-    fn slot_floats(&self) -> usize {
+    /// Elements of one slot in one buffer.
+    fn slot_elements(&self) -> usize {
         self.heads * self.capacity * self.head_size
     }
 
@@ -88,89 +119,125 @@ impl SlotPool {
             return;
         }
         let len = self.lens[from];
-        let (cap, dim, span) = (self.capacity, self.head_size, self.slot_floats());
-        for buffer in &mut self.buffers {
-            for head in 0..self.heads {
-                let src = from * span + head * cap * dim;
-                let dst = to * span + head * cap * dim;
-                buffer.copy_within(src..src + len * dim, dst);
+        let (cap, dim, span, heads) = (
+            self.capacity,
+            self.head_size,
+            self.slot_elements(),
+            self.heads,
+        );
+        with_buffers!(&mut self.buffers, buffers => {
+            for buffer in buffers.iter_mut() {
+                for head in 0..heads {
+                    let src = from * span + head * cap * dim;
+                    let dst = to * span + head * cap * dim;
+                    buffer.copy_within(src..src + len * dim, dst);
+                }
             }
-        }
+        });
         self.lens[to] = len;
         self.lens[from] = 0;
     }
 
-    /// Copies positions `[start, start + count * block_tokens)` of `slot` out, one `Vec` per
-    /// block in the prefix cache's layout `[layer][key|value][head][position][head_size]`.
+    /// Copies positions `[start, start + count * block_tokens)` of `slot` out, one block each
+    /// in the model's KV type, in the prefix cache's layout
+    /// `[layer][key|value][head][position][head_size]`.
     pub fn export_blocks(
         &self,
         slot: usize,
         start: usize,
         count: usize,
         block_tokens: usize,
-    ) -> Result<Vec<Vec<f32>>, InferenceError> {
+    ) -> Result<Vec<KvData>, InferenceError> {
         if slot >= self.slots || start + count * block_tokens > self.lens[slot] {
             return Err(InferenceError::Output(
                 "export beyond the cached positions".into(),
             ));
         }
+        Ok(with_buffers!(&self.buffers, buffers => {
+            self.export_typed(buffers, slot, start, count, block_tokens)
+        }))
+    }
+
+    fn export_typed<T: KvElement>(
+        &self,
+        buffers: &[Vec<T>],
+        slot: usize,
+        start: usize,
+        count: usize,
+        block_tokens: usize,
+    ) -> Vec<KvData> {
         let (cap, dim) = (self.capacity, self.head_size);
         let span = block_tokens * dim;
-        let base = slot * self.slot_floats();
-        let mut blocks = Vec::with_capacity(count);
-        for b in 0..count {
-            let first = start + b * block_tokens;
-            let mut out = Vec::with_capacity(self.buffers.len() * self.heads * span);
-            for buffer in &self.buffers {
-                for head in 0..self.heads {
-                    let at = base + (head * cap + first) * dim;
-                    out.extend_from_slice(&buffer[at..at + span]);
+        let base = slot * self.slot_elements();
+        (0..count)
+            .map(|b| {
+                let first = start + b * block_tokens;
+                let mut out = Vec::with_capacity(buffers.len() * self.heads * span);
+                for buffer in buffers {
+                    for head in 0..self.heads {
+                        let at = base + (head * cap + first) * dim;
+                        out.extend_from_slice(&buffer[at..at + span]);
+                    }
                 }
-            }
-            blocks.push(out);
-        }
-        Ok(blocks)
+                T::wrap(out)
+            })
+            .collect()
     }
 
     /// Fills an empty `slot` with cached blocks covering `[0, blocks * block_tokens)`.
     pub fn import_blocks(
         &mut self,
         slot: usize,
-        blocks: &[&[f32]],
+        blocks: &[&KvData],
         block_tokens: usize,
     ) -> Result<(), InferenceError> {
         let len = blocks.len() * block_tokens;
-        let (cap, dim, heads) = (self.capacity, self.head_size, self.heads);
-        let span = block_tokens * dim;
-        let block_floats = self.buffers.len() * heads * span;
-        if slot >= self.slots || self.lens[slot] != 0 || len > cap {
+        let block_elements = self.tensors * self.heads * block_tokens * self.head_size;
+        if slot >= self.slots || self.lens[slot] != 0 || len > self.capacity {
             return Err(InferenceError::Output(
                 "cached prefix does not fit the slot".into(),
             ));
         }
-        if blocks.iter().any(|b| b.len() != block_floats) {
+        if blocks.iter().any(|b| b.len() != block_elements) {
             return Err(InferenceError::Output(
                 "cached block has the wrong size".into(),
             ));
         }
-        let base = slot * self.slot_floats();
-        for (t, buffer) in self.buffers.iter_mut().enumerate() {
-            for (b, block) in blocks.iter().enumerate() {
-                for head in 0..heads {
-                    let src = (t * heads + head) * span;
-                    let dst = base + (head * cap + b * block_tokens) * dim;
-                    buffer[dst..dst + span].copy_from_slice(&block[src..src + span]);
-                }
-            }
-        }
+        let (cap, dim, heads) = (self.capacity, self.head_size, self.heads);
+        let base = slot * self.slot_elements();
+        with_buffers!(&mut self.buffers, buffers => {
+            import_typed(buffers, &typed_blocks(blocks)?, base, cap, dim, heads, block_tokens)
+        });
         self.lens[slot] = len;
         Ok(())
     }
 
     /// KV bytes of the positions actually cached in the first `running` slots.
     pub fn bytes_in_use(&self, running: usize) -> usize {
-        let per_position = self.buffers.len() * self.heads * self.head_size * 4;
+        let per_position = self.tensors * self.heads * self.head_size * self.element_bytes;
         self.lens.iter().take(running).sum::<usize>() * per_position
+    }
+}
+
+/// Copies `blocks` into one slot (starting at element `base` of every buffer).
+fn import_typed<T: KvElement>(
+    buffers: &mut [Vec<T>],
+    blocks: &[&[T]],
+    base: usize,
+    cap: usize,
+    dim: usize,
+    heads: usize,
+    block_tokens: usize,
+) {
+    let span = block_tokens * dim;
+    for (t, buffer) in buffers.iter_mut().enumerate() {
+        for (b, block) in blocks.iter().enumerate() {
+            for head in 0..heads {
+                let src = (t * heads + head) * span;
+                let dst = base + (head * cap + b * block_tokens) * dim;
+                buffer[dst..dst + span].copy_from_slice(&block[src..src + span]);
+            }
+        }
     }
 }
 
@@ -278,7 +345,7 @@ impl Runner {
             )?),
             None => None,
         };
-        let span = pool.slot_floats();
+        let span = pool.slot_elements();
         let shape = [n, pool.heads, pool.capacity, pool.head_size];
         let mut binding = self.session.create_binding()?;
         binding.bind_input(l.input_ids.as_str(), &ids)?;
@@ -294,13 +361,17 @@ impl Runner {
             .zip(&l.present)
             .flat_map(|(past, present)| [(&past.0, &present.0), (&past.1, &present.1)]);
         let allocator = self.session.allocator();
-        let mut views = Vec::with_capacity(pool.buffers.len());
-        for ((input, output), buffer) in names.zip(pool.buffers.iter_mut()) {
-            let region = &mut buffer[first * span..(first + n) * span];
-            // SAFETY: `pool` is borrowed mutably for this whole function, so the buffers can
-            // neither move nor be touched elsewhere; the views and the binding that holds them
-            // are dropped below, before the borrow ends.
-            let mut view = unsafe { alias_tensor(region, shape, &self.cpu_input, allocator)? };
+        let mut views: Vec<DynTensor> = Vec::with_capacity(pool.tensors);
+        let regions = with_buffers!(&mut pool.buffers, buffers => {
+            buffers.iter_mut().map(|buffer| {
+                let region = &mut buffer[first * span..(first + n) * span];
+                // SAFETY: `pool` is borrowed mutably for this whole function, so the buffers
+                // can neither move nor be touched elsewhere; the views and the binding that
+                // holds them are dropped below, before the borrow ends.
+                unsafe { alias_tensor(region, shape, &self.cpu_input, allocator) }
+            }).collect::<Result<Vec<DynTensor>, InferenceError>>()?
+        });
+        for ((input, output), mut view) in names.zip(regions) {
             binding.bind_input(input.as_str(), &view)?;
             binding.bind_output(output.as_str(), &mut view)?;
             views.push(view);
@@ -324,12 +395,12 @@ impl Runner {
 /// # Safety
 /// `data` must stay alive, unmoved and otherwise untouched until the returned value and every
 /// binding it was bound to have been dropped.
-unsafe fn alias_tensor(
-    data: &mut [f32],
+unsafe fn alias_tensor<T: KvElement>(
+    data: &mut [T],
     shape: [usize; 4],
     info: &MemoryInfo,
     allocator: &Allocator,
-) -> Result<Tensor<f32>, InferenceError> {
+) -> Result<DynTensor, InferenceError> {
     let elements: usize = shape.iter().product();
     if elements > data.len() {
         return Err(InferenceError::Output(
@@ -340,15 +411,15 @@ unsafe fn alias_tensor(
     let api = ort::api();
     let mut value: *mut ort::sys::OrtValue = std::ptr::null_mut();
     // SAFETY: all pointers are valid for the call; ORT keeps `data` by reference (the caller's
-    // contract) and copies `dims`.
+    // contract) and copies `dims`. The byte length and element type are those of `T`.
     let status = unsafe {
         (api.CreateTensorWithDataAsOrtValue)(
             info.ptr(),
             data.as_mut_ptr().cast(),
-            elements * std::mem::size_of::<f32>(),
+            elements * std::mem::size_of::<T>(),
             dims.as_ptr(),
             dims.len(),
-            ort::sys::ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT,
+            T::into_tensor_element_type().into(),
             &mut value,
         )
     };
@@ -367,7 +438,75 @@ unsafe fn alias_tensor(
     }
     let value = NonNull::new(value)
         .ok_or_else(|| InferenceError::Output("ORT returned no KV view".into()))?;
-    // SAFETY: `value` is a valid tensor OrtValue just created; the allocator is only kept alive
-    // by the wrapper (the data is not ORT's to free).
-    Ok(unsafe { Tensor::<f32>::from_ptr(value, Some(allocator)) })
+    // SAFETY: `value` is a valid tensor OrtValue of element type `T` just created; the
+    // allocator is only kept alive by the wrapper (the data is not ORT's to free).
+    Ok(unsafe { Tensor::<T>::from_ptr(value, Some(allocator)) }.upcast())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::layout::{IndexType, KvMode};
+
+    fn layout(kv_type: FloatType) -> ModelLayout {
+        ModelLayout {
+            input_ids: "input_ids".into(),
+            input_ids_type: IndexType::I64,
+            attention_mask: Some("attention_mask".into()),
+            attention_mask_type: IndexType::I64,
+            position_ids: None,
+            position_ids_type: IndexType::I64,
+            past: vec![("past.0.key".into(), "past.0.value".into())],
+            present: vec![("present.0.key".into(), "present.0.value".into())],
+            logits: "logits".into(),
+            num_kv_heads: 2,
+            head_size: 4,
+            kv_mode: KvMode::SharedBuffer,
+            kv_type,
+            logits_type: kv_type,
+        }
+    }
+
+    #[test]
+    fn float16_slots_copy_blocks_and_move_in_their_own_type() {
+        let mut pool = SlotPool::new(&layout(FloatType::F16), 2, 8);
+        let Buffers::F16(buffers) = &mut pool.buffers else {
+            panic!("float16 layout gave float32 buffers");
+        };
+        // Distinct, exactly representable values in every element of slot 0 (and slot 1).
+        for (t, buffer) in buffers.iter_mut().enumerate() {
+            for (i, x) in buffer.iter_mut().enumerate() {
+                *x = f16::from_f32((t * 1000 + i) as f32);
+            }
+        }
+        pool.set_len(0, 8);
+        let blocks = pool.export_blocks(0, 0, 2, 4).expect("export");
+        assert_eq!(blocks.len(), 2);
+        // 2 tensors x 2 heads x 4 positions x 4 dims, float16.
+        assert!(blocks
+            .iter()
+            .all(|b| b.float_type() == FloatType::F16 && b.len() == 64 && b.bytes() == 128));
+        let refs: Vec<&KvData> = blocks.iter().collect();
+        pool.import_blocks(1, &refs, 4).expect("import");
+        assert_eq!(pool.export_blocks(1, 0, 2, 4).expect("export"), blocks);
+        // 2 slots x 8 positions x (2 tensors x 2 heads x 4 dims x 2 bytes).
+        assert_eq!(pool.bytes_in_use(2), 2 * 8 * 32);
+        pool.reset(0);
+        pool.move_slot(1, 0);
+        assert_eq!(pool.len(0), 8);
+        assert_eq!(pool.export_blocks(0, 0, 2, 4).expect("export"), blocks);
+        let wrong = KvData::F32(vec![0.0; 64]);
+        pool.reset(1);
+        let err = pool
+            .import_blocks(1, &[&wrong], 4)
+            .expect_err("float32 block");
+        assert!(err.to_string().contains("float32"), "{err}");
+    }
+
+    #[test]
+    fn float32_pool_counts_four_bytes_per_element() {
+        let mut pool = SlotPool::new(&layout(FloatType::F32), 1, 8);
+        pool.set_len(0, 3);
+        assert_eq!(pool.bytes_in_use(1), 3 * 2 * 2 * 4 * 4);
+    }
 }

@@ -62,6 +62,8 @@ impl EngineOptions {
                 optimized_graph_dir: c.optimized_graph_dir.clone(),
                 providers: settings.model.execution_providers.clone(),
                 require_accelerator: settings.model.require_accelerator,
+                // Set per engine in `Engine::start`, from the effective limits.
+                ..RunnerOptions::default()
             },
             context_length: settings.model.context_length,
             prefix_cache: c.enabled.then(|| PrefixCacheSettings {
@@ -189,7 +191,11 @@ impl Engine {
                 },
             };
             let worker_package = package.clone();
-            let runner_options = options.runner.clone();
+            let runner_options = RunnerOptions {
+                max_batch: options.max_sequences.max(1),
+                context_length,
+                ..options.runner.clone()
+            };
             let loaded_tx = loaded_tx.clone();
             thread::Builder::new()
                 .name(format!("engine-worker-{index}"))

@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 pub const GENAI_MODEL: &str = "onnx/models/edge-tiny-genai";
 pub const OPTIMUM_MODEL: &str = "onnx/models/edge-tiny-optimum";
+/// The float16 build of the genai model (KV cache, activations and logits in float16).
+pub const GENAI_FP16_MODEL: &str = "onnx/models/edge-tiny-genai-fp16";
 
 /// `engine.memory_budget_bytes` that holds the tiny genai model's weights once plus exactly
 /// `kv_tokens` positions of its (f32) KV cache, with no runtime overhead or prefix cache.

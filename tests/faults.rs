@@ -48,11 +48,15 @@ impl Drop for Scratch {
     }
 }
 
-/// Copies the committed genai package into `dir`, with `model_onnx` as its graph if given.
+/// Copies the committed genai package into `dir`, with `model_onnx` as its graph if given. The
+/// manifest stays behind: its digests would refuse the swapped graph before these faults.
 fn copy_package(dir: &Path, model_onnx: Option<&Path>) {
     let src = common::repo_path(GENAI_MODEL);
     for entry in std::fs::read_dir(&src).expect("package dir") {
         let path = entry.expect("entry").path();
+        if path.file_name().is_some_and(|n| n == "manifest.json") {
+            continue;
+        }
         std::fs::copy(&path, dir.join(path.file_name().expect("name"))).expect("copy");
     }
     if let Some(graph) = model_onnx {

@@ -413,6 +413,7 @@ mod tests {
             chat_template: None,
             bos_token: None,
             eos_token: None,
+            files: crate::engine::package::PackageFiles::default(),
         }
     }
 

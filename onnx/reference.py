@@ -276,7 +276,14 @@ def stage_genai(a) -> None:
         print(json.dumps(r, ensure_ascii=False))
 
 
-# ---------------------------------------------------------------- stage 3 (float16 model)
+# ---------------------------------------------------------------- stage 3 (rebuilt tiny models)
+def np_kv_name(mdir: Path) -> str:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(mdir / "model.onnx"), providers=["CPUExecutionProvider"])
+    kv = next(i.type for i in sess.get_inputs() if i.name.startswith("past_key_values."))
+    return "float16 KV" if "float16" in kv else "float32 KV"
+
 def ort_greedy_gqa(model_path: Path, input_ids: list[int], eos: set[int], max_new: int,
                    kv_heads: int, head_size: int) -> tuple[list[int], list[float]]:
     """Plain onnxruntime loop for a GroupQueryAttention graph: KV grown by concatenation (GQA
@@ -313,7 +320,9 @@ def ort_greedy_gqa(model_path: Path, input_ids: list[int], eos: set[int], max_ne
     return gen, gaps
 
 
-def stage_genai_fp16(a) -> None:
+def stage_genai_variant(a) -> None:
+    """Greedy reference ids for a rebuild of the tiny genai model (float16, dynamic int8): from
+    onnxruntime-genai, checked against a plain onnxruntime loop, compared with the int8 ids."""
     import onnxruntime_genai as og
 
     mdir = Path(a.model)
@@ -343,13 +352,14 @@ def stage_genai_fp16(a) -> None:
                 "finish_reason": fr, "output_text": ogtok.decode(ids) if ids else "",
                 "min_top2_logit_gap": round(min(min(gaps), min(loop_gaps)), 4),
                 "produced_by": "onnxruntime-genai 0.18.0 Python API (og.Generator, CPU provider, do_sample=False); "
-                               "equals a plain onnxruntime 1.31.1 loop (float16 KV concatenated)"}
+                               f"equals a plain onnxruntime 1.31.1 loop (KV concatenated, {np_kv_name(mdir)})"}
         fixture["cases"].append(case)
         report.append({"prompt": c.get("prompt") or c["messages"][-1]["content"],
-                       "fp16==int8": ids == c["output_ids"] and fr == c["finish_reason"],
-                       "fp16_text": case["output_text"], "int8_text": c["output_text"],
+                       "variant==int8": ids == c["output_ids"] and fr == c["finish_reason"],
+                       "variant_text": case["output_text"], "int8_text": c["output_text"],
                        "min_top2_logit_gap": case["min_top2_logit_gap"]})
     Path(a.out).write_text(json.dumps(fixture, indent=1, ensure_ascii=False) + "\n")
+    Path(a.report).parent.mkdir(parents=True, exist_ok=True)
     Path(a.report).write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
     for r in report:
         print(json.dumps(r, ensure_ascii=False))
@@ -372,8 +382,15 @@ def main() -> None:
     s3.add_argument("--cases", default="tests/fixtures/reference_greedy.json")
     s3.add_argument("--out", default="tests/fixtures/reference_greedy_fp16.json")
     s3.add_argument("--report", default=".venv/build/reference_agreement_fp16.json")
+    # Same procedure for the dynamic-int8 rewrite of the tiny model (onnx/requantize_dynamic.py).
+    s4 = sub.add_parser("genai-dq")
+    s4.add_argument("--model", default="onnx/models/edge-tiny-genai-dq")
+    s4.add_argument("--cases", default="tests/fixtures/reference_greedy.json")
+    s4.add_argument("--out", default="tests/fixtures/reference_greedy_dq.json")
+    s4.add_argument("--report", default=".venv/build/reference_agreement_dq.json")
     a = ap.parse_args()
-    {"optimum": stage_optimum, "genai": stage_genai, "genai-fp16": stage_genai_fp16}[a.cmd](a)
+    {"optimum": stage_optimum, "genai": stage_genai, "genai-fp16": stage_genai_variant,
+     "genai-dq": stage_genai_variant}[a.cmd](a)
 
 
 if __name__ == "__main__":

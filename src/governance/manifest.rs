@@ -235,6 +235,9 @@ pub fn detect_quantization(model_onnx: &Path) -> Result<String, GovernanceError>
     let has = |op: &[u8]| bytes.windows(op.len()).any(|w| w == op);
     Ok(if has(b"MatMulNBits") {
         "weight-only n-bit (MatMulNBits)".to_string()
+    } else if has(b"DynamicQuantizeMatMul") {
+        // ONNX Runtime's fused dynamic int8 op (`requantize_dynamic.py --activations per-tensor`).
+        "int8 dynamic (DynamicQuantizeMatMul)".to_string()
     } else if has(b"MatMulInteger") || has(b"DynamicQuantizeLinear") {
         "int8 dynamic (MatMulInteger)".to_string()
     } else if has(b"QLinearMatMul") {
@@ -247,6 +250,17 @@ pub fn detect_quantization(model_onnx: &Path) -> Result<String, GovernanceError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quantization_is_read_from_the_committed_graphs() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let detect = |dir: &str| {
+            detect_quantization(&repo.join("onnx/models").join(dir).join("model.onnx"))
+                .expect("readable graph")
+        };
+        assert_eq!(detect("edge-tiny-genai"), "weight-only n-bit (MatMulNBits)");
+        assert_eq!(detect("edge-tiny-genai-dq"), "int8 dynamic (MatMulInteger)");
+    }
 
     fn sample() -> Manifest {
         Manifest {

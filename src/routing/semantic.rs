@@ -586,10 +586,7 @@ impl ExemplarClassifier {
             .exemplars
             .chunks_exact(self.dims)
             .zip(&self.exemplar_group)
-            .map(|(v, &g)| {
-                let dot: f32 = v.iter().zip(query).map(|(a, b)| a * b).sum();
-                (g, f64::from(dot))
-            })
+            .map(|(v, &g)| (g, f64::from(crate::embeddings::dot(v, query))))
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .unwrap_or((0, 0.0));
         let label_of = |g: usize| self.labels.get(g).cloned().unwrap_or_else(|| Arc::from(""));

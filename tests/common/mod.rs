@@ -22,6 +22,9 @@ pub const GENAI_MODEL: &str = "onnx/models/edge-tiny-genai";
 pub const OPTIMUM_MODEL: &str = "onnx/models/edge-tiny-optimum";
 /// The float16 build of the genai model (KV cache, activations and logits in float16).
 pub const GENAI_FP16_MODEL: &str = "onnx/models/edge-tiny-genai-fp16";
+/// The genai model rewritten by `onnx/requantize_dynamic.py` to dynamic int8 with per-row
+/// activation scales on `MatMulInteger`: the graph format of the benchmark model.
+pub const GENAI_DQ_MODEL: &str = "onnx/models/edge-tiny-genai-dq";
 
 /// `engine.memory_budget_bytes` that holds the tiny genai model's weights once plus exactly
 /// `kv_tokens` positions of its (f32) KV cache, with no runtime overhead or prefix cache.

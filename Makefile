@@ -82,9 +82,11 @@ models:
 bench-model:
 	bash onnx/build_bench_model.sh
 
-## TTFT (512-token prompt) and decode tok/s: edge-gateway vs onnxruntime-genai on the same model.
+## TTFT (512-token prompt) and decode tok/s: edge-gateway vs onnxruntime-genai on the same model,
+## alternating the two engines PAIRS times (the VM's speed drifts).
+PAIRS ?= 3
 bench: ort
-	bash benches/compare_genai.sh $(BENCH_MODEL)
+	bash benches/compare_genai.sh $(BENCH_MODEL) 512 128 3 $(PAIRS)
 
 ## Deployment checks that need no Docker engine or cluster: Dockerfile lint, compose config,
 ## Helm chart (schema, lint, render, Kubernetes schemas), shipped configs, the image layout run

@@ -289,13 +289,24 @@ async fn one_request(
     options: &LoadTestOptions,
     body: Value,
 ) -> Sample {
-    let started = Instant::now();
+    let mut started = Instant::now();
     let mut sample = Sample::default();
-    let mut request = client.post(endpoint).json(&body);
-    if let Some(key) = &options.api_key {
-        request = request.bearer_auth(key);
+    let request = || {
+        let r = client.post(endpoint).json(&body);
+        match &options.api_key {
+            Some(key) => r.bearer_auth(key),
+            None => r,
+        }
+    };
+    let mut sent = request().send().await;
+    if matches!(&sent, Err(e) if e.is_request() && !e.is_connect() && !e.is_timeout()) {
+        // A pooled keep-alive connection the server had already closed (llama.cpp's server
+        // does between requests) fails before anything is sent: retry once on a fresh one, as
+        // HTTP clients do for idempotent requests, and time the request from the retry.
+        started = Instant::now();
+        sent = request().send().await;
     }
-    let response = match request.send().await {
+    let response = match sent {
         Ok(r) => r,
         Err(e) => {
             sample.error = Some(

@@ -431,6 +431,101 @@ mod tests {
         assert!((p.mean - 50.5).abs() < 1e-9);
     }
 
+    /// A real server on loopback that answers the first request of each connection with a
+    /// two-token stream and keeps the connection open, then reads the next request on it and
+    /// hangs up without answering: what a server closing idle keep-alive connections looks like
+    /// to a client that reuses one at that moment.
+    fn drops_reused_connections() -> (String, Arc<AtomicUsize>) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/v1", listener.local_addr().expect("addr"));
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&dropped);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let counter = Arc::clone(&counter);
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                    let mut writer = stream;
+                    for served in 0.. {
+                        let mut length = 0usize;
+                        loop {
+                            let mut line = String::new();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let lower = line.to_ascii_lowercase();
+                            if let Some(v) = lower.strip_prefix("content-length:") {
+                                length = v.trim().parse().unwrap_or(0);
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        if reader.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        if served > 0 {
+                            counter.fetch_add(1, Ordering::SeqCst);
+                            return;
+                        }
+                        let events = concat!(
+                            "data: {\"choices\":[{\"text\":\"a\"}]}\n\n",
+                            "data: {\"choices\":[{\"text\":\"b\"}]}\n\n",
+                            "data: {\"choices\":[],\"usage\":{\"completion_tokens\":2}}\n\n",
+                            "data: [DONE]\n\n"
+                        );
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n",
+                            events.len()
+                        );
+                        if writer.write_all(head.as_bytes()).is_err()
+                            || writer.write_all(events.as_bytes()).is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (url, dropped)
+    }
+
+    #[test]
+    fn a_connection_the_server_dropped_is_retried_not_counted_as_an_error() {
+        let (url, dropped) = drops_reused_connections();
+        let options = LoadTestOptions {
+            url,
+            model: "m".into(),
+            api_key: None,
+            concurrency: 1,
+            requests: Some(4),
+            duration: Duration::from_secs(30),
+            prompt_tokens: 8,
+            max_tokens: 2,
+            shared_prefix_ratio: 0.0,
+            chat: false,
+            ignore_eos: true,
+            id_floor: 100,
+            id_ceiling: 200,
+            seed: 1,
+            progress: false,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let report = runtime.block_on(run(options)).expect("load test runs");
+        assert!(
+            dropped.load(Ordering::SeqCst) > 0,
+            "the client never reused a connection, so nothing was tested"
+        );
+        assert_eq!(report.requests, 4);
+        assert_eq!(report.errors, 0, "{report:?}");
+        assert_eq!(report.generated_tokens, 8);
+    }
+
     #[test]
     fn sse_events_end_at_a_blank_line_in_either_line_ending() {
         assert_eq!(find_event_end(b"data: 1\n\ndata: 2"), Some(9));

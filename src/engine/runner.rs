@@ -51,6 +51,9 @@ pub struct Runner {
     pub(super) cpu_input: MemoryInfo<'static>,
     /// The execution provider that actually runs the session.
     provider: &'static str,
+    /// The graph quantizes activations with one scale per input tensor, so a row's result
+    /// would depend on the other rows of a batch (see [`Runner::supports_batching`]).
+    per_tensor_activations: bool,
 }
 
 /// The KV cache of one sequence.
@@ -135,6 +138,10 @@ impl Runner {
             kv_bytes_per_token = layout.kv_bytes_per_token(),
             "model layout"
         );
+        let per_tensor_activations = quantizes_activations_per_tensor(&package.onnx_file)?;
+        if per_tensor_activations && layout.kv_mode == KvMode::SharedBuffer {
+            tracing::warn!(file = %package.onnx_file.display(), "the graph quantizes activations with one scale per tensor (DynamicQuantizeLinear / DynamicQuantizeMatMul): decode steps run one sequence per call, since batched rows would change each other's results; onnx/requantize_dynamic.py writes a per-row form that batches");
+        }
         let cpu_output = MemoryInfo::new(
             AllocationDevice::CPU,
             0,
@@ -161,13 +168,16 @@ impl Runner {
             cpu_output,
             cpu_input,
             provider,
+            per_tensor_activations,
         })
     }
 
     /// Whether decode steps of several sequences can share one call (see `scheduler.rs`):
-    /// shared-buffer (GroupQueryAttention) graphs take right-padded batches of slots.
+    /// shared-buffer (GroupQueryAttention) graphs take right-padded batches of slots, unless
+    /// their activations are quantized per tensor, which would make a sequence's tokens depend
+    /// on what shares its batch.
     pub fn supports_batching(&self) -> bool {
-        self.layout.kv_mode == KvMode::SharedBuffer
+        self.layout.kv_mode == KvMode::SharedBuffer && !self.per_tensor_activations
     }
 
     /// The execution provider running this session (`cpu`, `cuda`, `tensorrt`, `openvino`).
@@ -706,6 +716,18 @@ fn open_with_graph_cache(
     Ok(session)
 }
 
+/// Whether `model.onnx` uses ONNX Runtime's per-tensor dynamic activation quantization. The
+/// operator names appear as plain strings in the protobuf; the weights of the packages this
+/// reads live in external data, so the file is small.
+fn quantizes_activations_per_tensor(file: &Path) -> Result<bool, ModelError> {
+    let bytes = std::fs::read(file).map_err(|e| ModelError::Session {
+        file: file.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let has = |op: &[u8]| bytes.windows(op.len()).any(|w| w == op);
+    Ok(has(b"DynamicQuantizeLinear") || has(b"DynamicQuantizeMatMul"))
+}
+
 fn sanitize(id: &str) -> String {
     id.chars()
         .map(|c| {
@@ -747,6 +769,27 @@ pub(super) fn index_tensor_2d(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_tensor_activation_quantization_is_told_apart_from_per_row() {
+        let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx/models");
+        let per_tensor = |dir: &str| {
+            quantizes_activations_per_tensor(&models.join(dir).join("model.onnx"))
+                .expect("readable graph")
+        };
+        assert!(
+            !per_tensor("edge-tiny-genai"),
+            "MatMulNBits quantizes per block of a row"
+        );
+        assert!(
+            !per_tensor("edge-tiny-genai-dq"),
+            "the rewrite quantizes per row"
+        );
+        assert!(
+            per_tensor("edge-tiny-optimum"),
+            "quantize_dynamic's DynamicQuantizeLinear"
+        );
+    }
 
     #[test]
     fn load_failures_get_a_hint_at_what_provides_the_missing_piece() {

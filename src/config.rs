@@ -77,6 +77,8 @@ struct RawServer {
     client_disconnect_timeout_ms: u64,
     keep_alive_secs: u64,
     shutdown_timeout_secs: u64,
+    prepare_threads: usize,
+    prepare_queue: usize,
     #[serde(default)]
     tls: Option<RawTls>,
 }
@@ -181,6 +183,8 @@ server:
   client_disconnect_timeout_ms: 5000
   keep_alive_secs: 30
   shutdown_timeout_secs: 30
+  prepare_threads: 0
+  prepare_queue: 4096
 runtime:
   intra_threads: 0
 model:
@@ -234,6 +238,7 @@ audit:
   enabled: true
   queue_capacity: 65536
   segment_max_bytes: 67108864
+  commit_interval_ms: 5
   fail_closed: true
   key_env: EDGE_GATEWAY_AUDIT_KEY
 "#;
@@ -283,6 +288,10 @@ pub struct ServerSettings {
     /// On SIGTERM/SIGINT: stop accepting, let in-flight requests and streams finish for this
     /// long, then cancel what is left.
     pub shutdown_timeout_secs: u64,
+    /// Threads rendering templates, tokenizing and scoring requests (0 = one per logical CPU).
+    pub prepare_threads: usize,
+    /// Requests waiting for those threads before new ones get 429.
+    pub prepare_queue: usize,
     /// HTTPS on the listener; `None` serves plain HTTP.
     pub tls: Option<crate::tls::TlsSettings>,
 }
@@ -473,6 +482,9 @@ impl RawSettings {
         if self.server.http_workers == 0 {
             return Err(invalid("server.http_workers", "must be at least 1"));
         }
+        if self.server.prepare_queue == 0 {
+            return Err(invalid("server.prepare_queue", "must be at least 1"));
+        }
         if self.server.client_request_timeout_ms == 0 {
             return Err(invalid(
                 "server.client_request_timeout_ms",
@@ -600,6 +612,11 @@ impl RawSettings {
                 ),
                 client_disconnect_timeout_ms: self.server.client_disconnect_timeout_ms,
                 keep_alive_secs: self.server.keep_alive_secs,
+                prepare_threads: match self.server.prepare_threads {
+                    0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                    n => n,
+                },
+                prepare_queue: self.server.prepare_queue,
                 shutdown_timeout_secs: self.server.shutdown_timeout_secs,
                 tls,
             },

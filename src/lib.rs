@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod cpu_pool;
 pub mod embeddings;
 pub mod engine;
 pub mod governance;

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 use edge_gateway::api::{configure_app, request_id, AppState, Governed};
 use edge_gateway::config::Settings;
+use edge_gateway::cpu_pool::CpuPool;
 use edge_gateway::embeddings::{EmbeddingPackage, Encoder, EncoderOptions};
 use edge_gateway::engine::{runtime, EngineOptions};
 use edge_gateway::governance::audit;
@@ -389,6 +390,11 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
             prompts,
             audit: audit_log,
         },
+        CpuPool::new(
+            "request-prep",
+            settings.server.prepare_threads,
+            settings.server.prepare_queue,
+        )?,
     )?);
     if state.auth.is_open() {
         tracing::warn!(listen = %settings.server.listen, "no API keys configured: running open, loopback only");
@@ -459,6 +465,9 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
                 .configure(|cfg| configure_app(cfg, state.clone()))
         })
         .workers(server_settings.http_workers)
+        // Without it Nagle holds a response's later writes (a streamed body's chunks, SSE
+        // events) until the client ACKs the first, and delayed ACKs make that tens of ms.
+        .tcp_nodelay(true)
         .client_request_timeout(Duration::from_millis(
             server_settings.client_request_timeout_ms,
         ))

@@ -17,6 +17,7 @@ use super::types::{
 };
 use super::validate::{GenerationSpec, PromptInput};
 use super::AppState;
+use crate::cpu_pool::CpuPoolError;
 use crate::engine::{
     Engine, GenerationEvent, GenerationParams, GenerationRequest, InferenceError, SubmitError,
 };
@@ -220,17 +221,24 @@ pub(super) async fn prepare_with<T: Send + 'static>(
     let prompt = spec.prompt;
     let tokenizer_engine = Arc::clone(&engine);
     // Template rendering and tokenization are CPU work: keep them off the async executor.
-    let (encoded, extra) = web::block(move || {
-        let extra = extra();
-        let encoded = match prompt {
-            PromptInput::Chat(messages) => tokenizer_engine.encode_chat(&messages),
-            PromptInput::Text(text) => tokenizer_engine.encode_prompt(&text),
-            PromptInput::Tokens(ids) => Ok(ids),
-        };
-        (encoded, extra)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("tokenizer task failed: {e}")))?;
+    let (encoded, extra) = state
+        .prepare
+        .run(move || {
+            let extra = extra();
+            let encoded = match prompt {
+                PromptInput::Chat(messages) => tokenizer_engine.encode_chat(&messages),
+                PromptInput::Text(text) => tokenizer_engine.encode_prompt(&text),
+                PromptInput::Tokens(ids) => Ok(ids),
+            };
+            (encoded, extra)
+        })
+        .await
+        .map_err(|e| match e {
+            CpuPoolError::Busy(_) => ApiError::QueueFull {
+                retry_after_secs: state.settings.engine.retry_after_secs,
+            },
+            other => ApiError::Internal(format!("tokenizer task failed: {other}")),
+        })?;
     let prompt_ids = encoded.map_err(|e| match e {
         InferenceError::Template(m) => ApiError::invalid("messages", m),
         other => ApiError::Internal(other.to_string()),

@@ -26,6 +26,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::auth::Authenticator;
 use crate::config::Settings;
+use crate::cpu_pool::CpuPool;
 use crate::embeddings::Encoder;
 use crate::governance::audit::AuditLog;
 use crate::governance::prompts::PromptRegistry;
@@ -67,6 +68,8 @@ pub struct AppState {
     /// API keys, scopes and per-key rate limits.
     pub auth: Authenticator,
     pub metrics: PrometheusHandle,
+    /// Dedicated threads for each request's template rendering, tokenization and scoring.
+    pub prepare: CpuPool,
     pub started_unix: u64,
 }
 
@@ -79,6 +82,7 @@ impl AppState {
         signals: SignalExtractor,
         reviews: Arc<ReviewStore>,
         governed: Governed,
+        prepare: CpuPool,
     ) -> Result<Self, UpstreamConfigError> {
         let auth = Authenticator::new(settings.auth.keys.clone());
         let upstreams = settings
@@ -99,6 +103,7 @@ impl AppState {
             reviews,
             auth,
             metrics,
+            prepare,
             started_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),

@@ -57,6 +57,7 @@ pub struct RawAudit {
     dir: Option<String>,
     queue_capacity: usize,
     segment_max_bytes: u64,
+    commit_interval_ms: u64,
     fail_closed: bool,
     key_env: Option<String>,
     #[serde(default)]
@@ -209,6 +210,9 @@ impl RawAudit {
         if self.segment_max_bytes < 4096 {
             return Err(invalid("audit.segment_max_bytes", "must be at least 4096"));
         }
+        if self.commit_interval_ms > 1000 {
+            return Err(invalid("audit.commit_interval_ms", "must be 0..=1000"));
+        }
         let key = match self.key_env.as_deref().filter(|v| !v.is_empty()) {
             None => None,
             Some(var) => match std::env::var(var) {
@@ -255,6 +259,7 @@ impl RawAudit {
                 .map_or_else(|| state_dir.join("audit"), PathBuf::from),
             queue_capacity: self.queue_capacity,
             segment_max_bytes: self.segment_max_bytes,
+            commit_interval: Duration::from_millis(self.commit_interval_ms),
             fail_closed: self.fail_closed,
             key,
             sink,

@@ -102,6 +102,7 @@ pub fn install() -> Result<PrometheusHandle, String> {
     let handle = builder.install_recorder().map_err(|e| e.to_string())?;
     describe();
     crate::upstream::metrics_names::describe();
+    crate::cpu_pool::describe();
     crate::routing::metrics_names::describe();
     crate::embeddings::metrics_names::describe();
     crate::review::metrics_names::describe();

@@ -23,6 +23,9 @@ pub struct AuditSettings {
     pub queue_capacity: usize,
     /// A segment is closed and a new one started past this size.
     pub segment_max_bytes: u64,
+    /// How long the writer gathers records after the first of a batch before one write and
+    /// fsync for all of them (0 = commit whatever is queued at once).
+    pub commit_interval: std::time::Duration,
     /// Refuse requests (503) when their decision cannot be queued for the log.
     pub fail_closed: bool,
     /// HMAC key of the chain (from the environment), if configured.

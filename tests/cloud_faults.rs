@@ -101,6 +101,17 @@ async fn upstream_500_maps_to_502_without_fallback_and_degrades_to_edge_with_one
         .metric("edge_gateway_upstream_requests_total{upstream=\"cloud\",status=\"500\"}")
         .await;
     assert_eq!(upstream_500s, Some(2.0));
+    // A histogram (summable across replicas), with buckets fine enough for a site upstream.
+    let calls = gw
+        .metric(
+            "edge_gateway_upstream_request_duration_seconds_bucket{upstream=\"cloud\",le=\"+Inf\"}",
+        )
+        .await;
+    assert_eq!(calls, Some(2.0));
+    assert!(gw
+        .metric("edge_gateway_upstream_request_duration_seconds_bucket{upstream=\"cloud\",le=\"0.001\"}")
+        .await
+        .is_some());
 }
 
 #[tokio::test]

@@ -95,6 +95,15 @@ pub fn install() -> Result<PrometheusHandle, String> {
             )
         })
         .and_then(|b| {
+            // Without buckets the exporter renders a summary, which cannot be summed across
+            // replicas.
+            use crate::upstream::metrics_names as u;
+            b.set_buckets_for_metric(
+                Matcher::Full(u::REQUEST_DURATION_SECONDS.into()),
+                u::DURATION_BUCKETS,
+            )
+        })
+        .and_then(|b| {
             use crate::routing::metrics_names as r;
             b.set_buckets_for_metric(
                 Matcher::Full(r::SIGNAL_SCORING_DURATION_SECONDS.into()),

@@ -22,9 +22,11 @@ pub const RETRIES_TOTAL: &str = "edge_gateway_upstream_retries_total";
 /// Breaker state by `upstream`: 0 closed, 1 half-open, 2 open.
 pub const CIRCUIT_STATE: &str = "edge_gateway_upstream_circuit_state";
 
-/// Buckets for [`REQUEST_DURATION_SECONDS`]: cloud calls run from sub-second to minutes.
+/// Buckets for [`REQUEST_DURATION_SECONDS`]: cloud calls run from sub-second to minutes, and an
+/// upstream on the site network answers in milliseconds.
 pub const DURATION_BUCKETS: &[f64] = &[
-    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0,
 ];
 
 /// Registers units and help text; call once after installing the recorder.

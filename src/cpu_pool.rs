@@ -7,11 +7,9 @@
 //! instead of letting the backlog grow.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
-use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
+use metrics::{counter, describe_counter, describe_gauge, gauge, Counter, Gauge, Unit};
 
 /// Jobs waiting for a thread of the pool, by pool.
 pub const CPU_POOL_QUEUE_DEPTH: &str = "edge_gateway_cpu_pool_queue_depth";
@@ -50,7 +48,9 @@ pub enum CpuPoolError {
 pub struct CpuPool {
     name: &'static str,
     tx: Sender<Job>,
-    queued: Arc<AtomicUsize>,
+    /// Metric handles looked up once, not per job.
+    queued: Gauge,
+    rejected: Counter,
     threads: usize,
 }
 
@@ -69,16 +69,15 @@ impl CpuPool {
     pub fn new(name: &'static str, threads: usize, capacity: usize) -> std::io::Result<Self> {
         let threads = threads.max(1);
         let (tx, rx) = bounded::<Job>(capacity.max(1));
-        let queued = Arc::new(AtomicUsize::new(0));
+        let queued = gauge!(CPU_POOL_QUEUE_DEPTH, "pool" => name);
         for i in 0..threads {
             let rx: Receiver<Job> = rx.clone();
-            let queued = Arc::clone(&queued);
+            let queued = queued.clone();
             std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
                 .spawn(move || {
                     for job in rx {
-                        let depth = queued.fetch_sub(1, Ordering::Relaxed) - 1;
-                        gauge!(CPU_POOL_QUEUE_DEPTH, "pool" => name).set(depth as f64);
+                        queued.decrement(1.0);
                         job();
                     }
                 })?;
@@ -87,6 +86,7 @@ impl CpuPool {
             name,
             tx,
             queued,
+            rejected: counter!(CPU_POOL_REJECTED_TOTAL, "pool" => name),
             threads,
         })
     }
@@ -108,20 +108,17 @@ impl CpuPool {
             // The waiter may have gone (client disconnected): nothing to do then.
             let _ = reply.send(catch_unwind(AssertUnwindSafe(f)));
         });
-        // Counted before the send so a thread that takes the job at once cannot go below zero.
-        let depth = self.queued.fetch_add(1, Ordering::Relaxed) + 1;
-        match self.tx.try_send(job) {
-            Ok(()) => gauge!(CPU_POOL_QUEUE_DEPTH, "pool" => self.name).set(depth as f64),
-            Err(e) => {
-                self.queued.fetch_sub(1, Ordering::Relaxed);
-                return Err(match e {
-                    TrySendError::Full(_) => {
-                        counter!(CPU_POOL_REJECTED_TOTAL, "pool" => self.name).increment(1);
-                        CpuPoolError::Busy(self.name)
-                    }
-                    TrySendError::Disconnected(_) => CpuPoolError::Stopped(self.name),
-                });
-            }
+        // Counted before the send, so a thread that takes the job at once never shows -1.
+        self.queued.increment(1.0);
+        if let Err(e) = self.tx.try_send(job) {
+            self.queued.decrement(1.0);
+            return Err(match e {
+                TrySendError::Full(_) => {
+                    self.rejected.increment(1);
+                    CpuPoolError::Busy(self.name)
+                }
+                TrySendError::Disconnected(_) => CpuPoolError::Stopped(self.name),
+            });
         }
         match answer.await {
             Ok(Ok(value)) => Ok(value),
@@ -134,7 +131,7 @@ impl CpuPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Barrier;
+    use std::sync::{Arc, Barrier};
     use std::time::Duration;
 
     fn block_on<F: std::future::Future>(f: F) -> F::Output {

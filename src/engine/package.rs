@@ -495,6 +495,23 @@ pub(crate) fn file_err(file: &Path, message: impl Into<String>) -> ModelError {
     }
 }
 
+/// The bytes of a graph file, searched for operator names: they appear as plain strings in the
+/// protobuf, and the packages read here keep their weights in external data, so the file is
+/// small. Used where a graph's form matters (quantization, batching) without parsing it.
+pub struct GraphOps(Vec<u8>);
+
+impl GraphOps {
+    pub fn read(model_onnx: &Path) -> std::io::Result<Self> {
+        std::fs::read(model_onnx).map(Self)
+    }
+
+    /// Whether the graph names operator `op` anywhere.
+    pub fn uses(&self, op: &str) -> bool {
+        let op = op.as_bytes();
+        self.0.windows(op.len()).any(|w| w == op)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

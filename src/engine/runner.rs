@@ -18,7 +18,7 @@ use ort::value::{DynTensor, DynValue, Tensor};
 use super::error::{InferenceError, ModelError};
 use super::kv::{copy_last_logits, typed_blocks, with_float_type, KvData, KvElement};
 use super::layout::{DeclaredInputs, IndexType, KvMode, ModelLayout};
-use super::package::ModelPackage;
+use super::package::{GraphOps, ModelPackage};
 use super::providers::{ProviderSettings, TrtProfiles};
 
 /// Session options that matter for speed and start-up.
@@ -716,16 +716,13 @@ fn open_with_graph_cache(
     Ok(session)
 }
 
-/// Whether `model.onnx` uses ONNX Runtime's per-tensor dynamic activation quantization. The
-/// operator names appear as plain strings in the protobuf; the weights of the packages this
-/// reads live in external data, so the file is small.
+/// Whether `model.onnx` uses ONNX Runtime's per-tensor dynamic activation quantization.
 fn quantizes_activations_per_tensor(file: &Path) -> Result<bool, ModelError> {
-    let bytes = std::fs::read(file).map_err(|e| ModelError::Session {
+    let graph = GraphOps::read(file).map_err(|e| ModelError::Session {
         file: file.to_path_buf(),
         message: e.to_string(),
     })?;
-    let has = |op: &[u8]| bytes.windows(op.len()).any(|w| w == op);
-    Ok(has(b"DynamicQuantizeLinear") || has(b"DynamicQuantizeMatMul"))
+    Ok(graph.uses("DynamicQuantizeLinear") || graph.uses("DynamicQuantizeMatMul"))
 }
 
 fn sanitize(id: &str) -> String {

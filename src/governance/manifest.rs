@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::GovernanceError;
 use super::files::{self, FileFacts};
+use crate::engine::package::GraphOps;
 
 /// File name of the manifest inside a package directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -231,16 +232,16 @@ pub fn is_label(s: &str) -> bool {
 /// Quantization of a graph, read from the operator names in `model.onnx` (they appear as
 /// plain strings in the protobuf): what the exporters in `onnx/` produce.
 pub fn detect_quantization(model_onnx: &Path) -> Result<String, GovernanceError> {
-    let bytes = std::fs::read(model_onnx).map_err(|e| GovernanceError::io(model_onnx, e))?;
-    let has = |op: &[u8]| bytes.windows(op.len()).any(|w| w == op);
-    Ok(if has(b"MatMulNBits") {
+    let graph = GraphOps::read(model_onnx).map_err(|e| GovernanceError::io(model_onnx, e))?;
+    let has = |op: &str| graph.uses(op);
+    Ok(if has("MatMulNBits") {
         "weight-only n-bit (MatMulNBits)".to_string()
-    } else if has(b"DynamicQuantizeMatMul") {
+    } else if has("DynamicQuantizeMatMul") {
         // ONNX Runtime's fused dynamic int8 op (`requantize_dynamic.py --activations per-tensor`).
         "int8 dynamic (DynamicQuantizeMatMul)".to_string()
-    } else if has(b"MatMulInteger") || has(b"DynamicQuantizeLinear") {
+    } else if has("MatMulInteger") || has("DynamicQuantizeLinear") {
         "int8 dynamic (MatMulInteger)".to_string()
-    } else if has(b"QLinearMatMul") {
+    } else if has("QLinearMatMul") {
         "int8 static (QLinearMatMul)".to_string()
     } else {
         "none detected".to_string()

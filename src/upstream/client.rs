@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use super::circuit::{Admission, CircuitBreaker, CircuitState, Transition};
 use super::config::{UpstreamConfigError, UpstreamSettings, WILDCARD_MODEL};
+use super::connections::Connections;
 use super::error::{TimeoutStage, UpstreamError};
 use super::metrics_names as m;
 use super::retry;
@@ -54,7 +55,7 @@ pub enum UpstreamResponse {
     Stream(UpstreamStream),
 }
 
-/// A client for one upstream. Cheap to clone; clones share the connection pool and breaker.
+/// A client for one upstream. Cheap to clone; clones share the connection pools and breaker.
 #[derive(Clone)]
 pub struct UpstreamClient {
     shared: Arc<Shared>,
@@ -63,7 +64,8 @@ pub struct UpstreamClient {
 struct Shared {
     name: Arc<str>,
     settings: UpstreamSettings,
-    http: reqwest::Client,
+    /// A connection pool per calling thread (see `connections`).
+    http: Connections,
     chat_url: Url,
     completions_url: Url,
     /// `Bearer <key>`, built once and marked sensitive so HTTP debug logging hides it.
@@ -88,14 +90,7 @@ impl UpstreamClient {
             key: format!("upstreams.{}.{field}", settings.name),
             message,
         };
-        let http = reqwest::Client::builder()
-            .connect_timeout(settings.connect_timeout)
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .tcp_nodelay(true)
-            // A redirected POST would be replayed as GET or to another host; treat as an error.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("edge-gateway/", env!("CARGO_PKG_VERSION")))
-            .build()
+        let http = Connections::new(settings.connect_timeout, POOL_IDLE_TIMEOUT)
             .map_err(|e| config_error("base_url", format!("cannot build HTTP client: {e}")))?;
         let endpoint_url = |path: &str| {
             Url::parse(&format!(
@@ -384,6 +379,7 @@ impl Shared {
         };
         let mut request = self
             .http
+            .client()
             .post(url.clone())
             .header(CONTENT_TYPE, "application/json")
             .header(

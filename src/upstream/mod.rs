@@ -5,6 +5,7 @@
 pub mod circuit;
 pub mod client;
 pub mod config;
+mod connections;
 pub mod error;
 pub mod metrics_names;
 pub mod retry;

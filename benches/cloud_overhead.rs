@@ -4,6 +4,12 @@
 //! the same phases of a noisy host. Prints p50/p99 of both and the difference, then each path's
 //! tail (p90, p99.9, max, requests over 5 ms).
 //!
+//! A third path, the bare relay, is the floor any proxy pays on the host: an actix-web server
+//! with the gateway's worker count that forwards the body with one shared reqwest client and
+//! returns the answer, nothing else. Every hop across threads costs a wake-up, and on a
+//! virtual machine whose idle vCPUs take milliseconds to wake now and then, those hops, not
+//! the gateway's work, decide p99. "over relay" is what the gateway adds beyond that floor.
+//!
 //! ```text
 //! cargo build --release --bin edge-gateway
 //! cargo bench --bench cloud_overhead -- [--rates 100,1000] [--seconds 5] [--scorer auto|heuristic]
@@ -56,12 +62,96 @@ fn start_fake_upstream() -> Result<u16, String> {
                 )
             })
             .workers(1)
+            // As production servers do; without it Nagle holds a response's second write
+            // until the gateway's delayed ACK, up to 40 ms.
+            .tcp_nodelay(true)
             .listen(listener)?
             .run()
             .await
         });
     });
     Ok(port)
+}
+
+/// The bare relay: body in, the same body to the upstream, the upstream's answer out.
+fn start_relay(upstream: u16, workers: usize) -> Result<u16, String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    // Built as the gateway builds its upstream client: one pool shared by every worker.
+    let client = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())?;
+    let url = format!("http://127.0.0.1:{upstream}/v1/chat/completions");
+    std::thread::spawn(move || {
+        let _ = actix_web::rt::System::new().block_on(async move {
+            HttpServer::new(move || {
+                let (client, url) = (client.clone(), url.clone());
+                App::new().route(
+                    "/v1/chat/completions",
+                    web::post().to(move |request: web::Bytes| {
+                        let (client, url) = (client.clone(), url.clone());
+                        async move {
+                            let answer = async {
+                                client
+                                    .post(url)
+                                    .header("content-type", "application/json")
+                                    .body(request)
+                                    .send()
+                                    .await?
+                                    .bytes()
+                                    .await
+                            };
+                            match answer.await {
+                                Ok(body) => HttpResponse::Ok()
+                                    .content_type("application/json")
+                                    .body(body),
+                                Err(e) => HttpResponse::BadGateway().body(e.to_string()),
+                            }
+                        }
+                    }),
+                )
+            })
+            .workers(workers)
+            .tcp_nodelay(true)
+            .listen(listener)?
+            .run()
+            .await
+        });
+    });
+    Ok(port)
+}
+
+/// Requests over 5 ms in a histogram of the gateway's `/metrics` (summed over label sets):
+/// `(count, over 5 ms)`. 5 ms is a bucket bound of both histograms read here.
+fn over_5ms(metrics: &str, name: &str) -> (u64, u64) {
+    let value = |line: &str| line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+    let (mut count, mut within) = (0.0, 0.0);
+    for line in metrics.lines() {
+        if line.starts_with(&format!("{name}_count")) {
+            count += value(line).unwrap_or(0.0);
+        } else if line.starts_with(&format!("{name}_bucket")) && line.contains("le=\"0.005\"") {
+            within += value(line).unwrap_or(0.0);
+        }
+    }
+    (count as u64, (count - within) as u64)
+}
+
+/// The gateway's own histograms: where its slow requests spent their time.
+async fn gateway_histograms(client: &reqwest::Client, port: u16) -> [(u64, u64); 2] {
+    let text = match client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+    {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    [
+        over_5ms(&text, "edge_gateway_request_duration_seconds"),
+        over_5ms(&text, "edge_gateway_upstream_request_duration_seconds"),
+    ]
 }
 
 /// Sends `rate` requests per second for `seconds` (open loop) and returns sorted latencies in ms.
@@ -149,6 +239,8 @@ fn run() -> Result<(), String> {
         .find(|p| std::path::Path::new(p).is_file())
         .ok_or("build the gateway first: cargo build --release --bin edge-gateway")?;
     let upstream = start_fake_upstream()?;
+    // server.http_workers' default.
+    let relay = start_relay(upstream, 2)?;
     let gateway_port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| e.to_string())?
@@ -187,22 +279,27 @@ fn run() -> Result<(), String> {
         }
         let direct = format!("http://127.0.0.1:{upstream}/v1/chat/completions");
         let via = format!("http://127.0.0.1:{gateway_port}/v1/chat/completions");
+        let relayed = format!("http://127.0.0.1:{relay}/v1/chat/completions");
         let cloud = [("x-complexity-score", "0.9")];
         // Warm both connection pools.
         let _ = measure(&client, &direct, &[], 50, 1).await;
         let _ = measure(&client, &via, &cloud, 50, 1).await;
+        let _ = measure(&client, &relayed, &[], 50, 1).await;
         let mut report = Vec::new();
         for &rate in &rates {
             // One-second blocks, direct and via the gateway in turn: a slow phase of the host
             // then falls on both paths instead of on whichever ran second.
-            let (mut d, mut g) = (Vec::new(), Vec::new());
+            let before = gateway_histograms(&client, gateway_port).await;
+            let (mut d, mut r, mut g) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..seconds {
                 d.extend(measure(&client, &direct, &[], rate, 1).await);
+                r.extend(measure(&client, &relayed, &[], rate, 1).await);
                 g.extend(measure(&client, &via, &cloud, rate, 1).await);
             }
             d.sort_by(f64::total_cmp);
+            r.sort_by(f64::total_cmp);
             g.sort_by(f64::total_cmp);
-            if d.is_empty() || g.is_empty() {
+            if d.is_empty() || r.is_empty() || g.is_empty() {
                 return Err(format!("no successful requests at {rate} rps"));
             }
             let (d50, d99, g50, g99) = (percentile(&d, 0.5), percentile(&d, 0.99), percentile(&g, 0.5), percentile(&g, 0.99));
@@ -211,7 +308,15 @@ fn run() -> Result<(), String> {
                 g50 - d50,
                 g99 - d99
             );
-            for (name, v) in [("direct", &d), ("via gateway", &g)] {
+            let (r50, r99) = (percentile(&r, 0.5), percentile(&r, 0.99));
+            println!(
+                "        bare relay: p50 {r50:.3} ms p99 {r99:.3} ms, added p50 {:.3} ms p99 {:.3} ms | gateway over relay p50 {:.3} ms p99 {:.3} ms",
+                r50 - d50,
+                r99 - d99,
+                g50 - r50,
+                g99 - r99
+            );
+            for (name, v) in [("direct", &d), ("bare relay", &r), ("via gateway", &g)] {
                 let over_5ms = v.iter().filter(|&&ms| ms > 5.0).count();
                 println!(
                     "        {name}: p90 {:.3} ms p99.9 {:.3} ms max {:.3} ms, {over_5ms} of {} over 5 ms",
@@ -221,8 +326,14 @@ fn run() -> Result<(), String> {
                     v.len()
                 );
             }
+            let after = gateway_histograms(&client, gateway_port).await;
+            let [handler, upstream_leg] = [0, 1].map(|i| after[i].1.saturating_sub(before[i].1));
+            println!(
+                "        over 5 ms as the gateway saw them: {handler} in its handler, {upstream_leg} of those in the upstream call"
+            );
             report.push(json!({"rps": rate, "direct_p50_ms": d50, "direct_p99_ms": d99, "gateway_p50_ms": g50,
-                "gateway_p99_ms": g99, "added_p50_ms": g50 - d50, "added_p99_ms": g99 - d99}));
+                "gateway_p99_ms": g99, "added_p50_ms": g50 - d50, "added_p99_ms": g99 - d99,
+                "relay_p50_ms": r50, "relay_p99_ms": r99, "over_relay_p50_ms": g50 - r50, "over_relay_p99_ms": g99 - r99}));
         }
         println!("{}", json!({"bench": "cloud_overhead", "scorer": scorer, "results": report}));
         Ok(())

@@ -27,8 +27,8 @@ use edge_gateway::routing::{
 use edge_gateway::telemetry::{logging, metrics};
 
 // Per request on the cloud path the gateway makes hundreds of small allocations (JSON values,
-// headers, strings); glibc malloc spent ~7% of the gateway's CPU there at 1000 rps, much of it
-// consolidating fastbins. ONNX Runtime keeps its own allocator inside its library.
+// headers, strings); glibc malloc spent about 5% of the gateway's CPU there at 1000 rps, much
+// of it consolidating fastbins. ONNX Runtime keeps its own allocator inside its library.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -5,8 +5,8 @@
 //! tail (p90, p99.9, max, requests over 5 ms).
 //!
 //! A third path, the bare relay, is the floor any proxy pays on the host: an actix-web server
-//! with the gateway's worker count that forwards the body with one shared reqwest client and
-//! returns the answer, nothing else. Every hop across threads costs a wake-up, and on a
+//! with the gateway's worker count that forwards the body with a reqwest client per worker (as
+//! the gateway keeps its upstream pools) and returns the answer, nothing else. Every hop across threads costs a wake-up, and on a
 //! virtual machine whose idle vCPUs take milliseconds to wake now and then, those hops, not
 //! the gateway's work, decide p99. "over relay" is what the gateway adds beyond that floor.
 //!
@@ -77,17 +77,22 @@ fn start_fake_upstream() -> Result<u16, String> {
 fn start_relay(upstream: u16, workers: usize) -> Result<u16, String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-    // Built as the gateway builds its upstream client: one pool shared by every worker.
-    let client = reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| e.to_string())?;
+    let build = || {
+        reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+    };
+    // Built here so a failure is reported; each worker then builds its own.
+    let first = build().map_err(|e| e.to_string())?;
     let url = format!("http://127.0.0.1:{upstream}/v1/chat/completions");
     std::thread::spawn(move || {
         let _ = actix_web::rt::System::new().block_on(async move {
             HttpServer::new(move || {
-                let (client, url) = (client.clone(), url.clone());
+                // Per worker (the factory runs on each worker's thread), as the gateway keeps
+                // its upstream pools: a shared pool would add cross-worker hops to the floor.
+                let client = build().unwrap_or_else(|_| first.clone());
+                let url = url.clone();
                 App::new().route(
                     "/v1/chat/completions",
                     web::post().to(move |request: web::Bytes| {

@@ -286,3 +286,66 @@ async fn requests_the_edge_cannot_serve_are_refused_before_routing() {
     }
     assert_eq!(cloud.hits(), 0, "an invalid request was relayed");
 }
+
+/// `Server-Timing` of a response as `(metric, milliseconds)` in header order.
+fn server_timing(r: &reqwest::Response) -> Vec<(String, f64)> {
+    let value = r
+        .headers()
+        .get("server-timing")
+        .and_then(|v| v.to_str().ok())
+        .expect("server-timing header");
+    value
+        .split(", ")
+        .map(|m| {
+            let (name, dur) = m.split_once(";dur=").expect("metric;dur=ms");
+            (name.to_string(), dur.parse().expect("milliseconds"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn server_timing_tells_the_upstream_wait_from_the_gateway_time() {
+    let cloud = FaultyCloud::start(Mode::Slow(Duration::from_millis(150))).await;
+    let gw = gateway(&cloud, &[]).await;
+    let send = |headers: &'static [(&'static str, &'static str)]| {
+        let mut req = gw
+            .client
+            .post(gw.url("/v1/chat/completions"))
+            .json(&chat("Plan the week"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send()
+    };
+
+    // Relayed from a slow upstream: its 150 ms are the upstream's, not the gateway's.
+    let r = send(&[("x-complexity-score", "0.9")])
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    let t = server_timing(&r);
+    let names: Vec<&str> = t.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["route", "upstream", "total"], "{t:?}");
+    let (route, upstream, total) = (t[0].1, t[1].1, t[2].1);
+    assert!(upstream >= 150.0, "{t:?}");
+    assert!(route + upstream <= total + 0.01, "{t:?}");
+
+    // A hanging upstream, then the edge: the wait for the failed attempt is counted.
+    cloud.set(Mode::Hang);
+    let r = send(&[("x-complexity-score", "0.9")])
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-edge-route"], "edge");
+    let t = server_timing(&r);
+    assert_eq!(t[1].0, "upstream", "{t:?}");
+    assert!(t[1].1 >= 400.0, "first-byte timeout is 400 ms: {t:?}");
+
+    // Served by the edge alone: no upstream metric.
+    let r = send(&[]).await.expect("request");
+    assert_eq!(r.status(), 200);
+    let t = server_timing(&r);
+    let names: Vec<&str> = t.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["route", "total"], "{t:?}");
+    assert!(t[0].1 <= t[1].1, "{t:?}");
+}

@@ -69,6 +69,11 @@ impl RequestGuard {
         }
     }
 
+    /// When the request was taken.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
     /// Sets the status that will be recorded.
     pub fn set_status(&mut self, status: StatusCode) {
         self.status = status;

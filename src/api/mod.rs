@@ -14,6 +14,7 @@ pub mod models;
 pub mod prompts;
 pub mod request_id;
 pub mod routing;
+pub mod server_timing;
 pub mod sse;
 pub mod types;
 pub mod validate;

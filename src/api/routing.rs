@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::generation::{prepare_with, run_edge, Prepared, RequestGuard, Surface};
+use super::server_timing::ServerTiming;
 use super::types::ChatCompletionRequest;
 use super::validate::{chat_spec, read_json, GenerationSpec};
 use super::{sse, AppState};
@@ -224,6 +225,7 @@ pub(super) async fn dispatch(
     surface: Surface,
     guard: RequestGuard,
 ) -> Result<HttpResponse, (ApiError, RequestGuard)> {
+    let mut timing = ServerTiming::new(guard.started());
     let routed = match decide(state, headers, caller, spec).await {
         Ok(r) => r,
         Err(e) => return Err((e, guard)),
@@ -233,10 +235,12 @@ pub(super) async fn dispatch(
     if let Err(e) = audit_decision(state, caller, &routed, surface) {
         return Err((e, guard));
     }
+    timing.set_route(guard.started().elapsed());
     let provenance = Provenance::of(&routed);
-    let mut result = carry_out(state, routed, surface, guard).await;
+    let mut result = carry_out(state, routed, surface, guard, &mut timing).await;
     if let Ok((response, route)) = &mut result {
         provenance.stamp(response, route);
+        timing.stamp(response);
     }
     result.map(|(r, _)| r)
 }
@@ -349,6 +353,7 @@ async fn carry_out(
     routed: Routed,
     surface: Surface,
     mut guard: RequestGuard,
+    timing: &mut ServerTiming,
 ) -> Result<(HttpResponse, Answered), (ApiError, RequestGuard)> {
     // Restricted data never has cloud targets here: the policy's guard removed them.
     let targets: Vec<Route> = std::iter::once(routed.decision.route.clone())
@@ -384,7 +389,10 @@ async fn carry_out(
                 }
             }
             Route::Cloud(name) => {
-                match relay(state, &name, &routed.raw, routed.stream, surface).await {
+                let asked = Instant::now();
+                let relayed = relay(state, &name, &routed.raw, routed.stream, surface).await;
+                timing.add_upstream(asked.elapsed());
+                match relayed {
                     Ok(response) => return Ok((response, Answered::Cloud(name))),
                     Err(e) => {
                         // Only a fallback actually taken counts; without one the client gets

@@ -13,6 +13,8 @@ use tokio::net::{TcpListener, TcpStream};
 pub enum Mode {
     /// A normal chat completion (JSON or SSE).
     Ok,
+    /// The normal JSON completion, after a pause.
+    Slow(Duration),
     /// `500` with an OpenAI-shaped error body.
     ServerError,
     /// Reads the request and never answers.
@@ -91,13 +93,16 @@ async fn serve(mut sock: TcpStream, mode: Arc<Mutex<Mode>>, hits: Arc<AtomicUsiz
     };
     hits.fetch_add(1, Ordering::SeqCst);
     let mode = *mode.lock().expect("lock");
+    if let Mode::Slow(pause) = mode {
+        tokio::time::sleep(pause).await;
+    }
     let stream = body["stream"] == json!(true);
     let response = match mode {
-        Mode::Ok if stream => {
+        Mode::Ok | Mode::Slow(_) if stream => {
             let events = format!("{CHUNK}data: [DONE]\n\n");
             format!("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{events}", events.len())
         }
-        Mode::Ok => {
+        Mode::Ok | Mode::Slow(_) => {
             let body = json!({"id": "c1", "object": "chat.completion", "created": 1, "model": "cloud-model",
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": "from the cloud"}, "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4}})

@@ -16,6 +16,7 @@
 //! ```text
 //! cargo build --release --bin edge-gateway
 //! cargo bench --bench cloud_overhead -- [--rates 100,1000] [--seconds 5] [--scorer auto|heuristic]
+//!     [--gateway PATH]   # another gateway binary (default target/release, then target/debug)
 //! ```
 //!
 //! `--scorer heuristic` measures the gateway's own plumbing; `auto` (the default configuration)
@@ -239,6 +240,7 @@ fn run() -> Result<(), String> {
     let mut rates = vec![100u64, 1000];
     let mut seconds = 5u64;
     let mut scorer = "auto".to_string();
+    let mut gateway_bin: Option<String> = None;
     let mut args = std::env::args().skip(1);
     let test_mode = !std::env::args().any(|a| a == "--bench");
     while let Some(a) = args.next() {
@@ -259,6 +261,7 @@ fn run() -> Result<(), String> {
                     .map_err(|e| format!("{e}"))?
             }
             "--scorer" => scorer = args.next().ok_or("--scorer needs a value")?,
+            "--gateway" => gateway_bin = Some(args.next().ok_or("--gateway needs a path")?),
             "--bench" => {}
             other => return Err(format!("unknown argument {other}")),
         }
@@ -268,10 +271,14 @@ fn run() -> Result<(), String> {
         rates = vec![20];
         seconds = 1;
     }
-    let bin = ["target/release/edge-gateway", "target/debug/edge-gateway"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).is_file())
-        .ok_or("build the gateway first: cargo build --release --bin edge-gateway")?;
+    let bin = match &gateway_bin {
+        Some(path) if std::path::Path::new(path).is_file() => path.as_str(),
+        Some(path) => return Err(format!("--gateway {path}: no such file")),
+        None => ["target/release/edge-gateway", "target/debug/edge-gateway"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).is_file())
+            .ok_or("build the gateway first: cargo build --release --bin edge-gateway")?,
+    };
     let upstream = start_fake_upstream()?;
     // server.http_workers' default.
     let relay = start_relay(upstream, 2)?;

@@ -13,7 +13,7 @@
 #                 them in its Python environment, and benches/gpu/run_gpu_check.sh finds them there.
 #   --tensorrt    also libonnxruntime_providers_tensorrt.so and TensorRT 10 (tensorrt-cu13-libs)
 #   --model DIR   a model package to take along (e.g. .bench/bench-250m-genai-int4-cuda)
-#   --bins        the release gateway and the generation bench (cargo build --release; cargo
+#   --bins        the release gateway, the generation bench and the cloud_overhead bench (cargo build --release; cargo
 #                 bench --no-run), which run_gpu_check.sh uses
 #
 # Output (git-ignored), default DIR=.gpu:
@@ -100,14 +100,17 @@ if [[ $pack == 1 ]]; then
     ln -s "$(realpath "$model")" "$stage/model/$(basename "$model")"
   fi
   if [[ $bins == 1 ]]; then
-    echo "building the release gateway and the generation bench"
+    echo "building the release gateway and the generation and cloud_overhead benches"
     cargo build --release --bin edge-gateway
-    bench_bin=$(cargo bench --bench generation --no-run --message-format=json 2>/dev/null \
-      | python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable") and m["target"]["name"] == "generation"][-1])')
+    bench_exe() {
+      cargo bench --bench "$1" --no-run --message-format=json 2>/dev/null \
+        | python3 -c 'import json,sys; n=sys.argv[1]; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable") and m["target"]["name"] == n][-1])' "$1"
+    }
     mkdir -p "$stage/bin"
     cp target/release/edge-gateway "$stage/bin/edge-gateway"
-    cp "$bench_bin" "$stage/bin/generation"
-    strip --strip-debug "$stage/bin/edge-gateway" "$stage/bin/generation"
+    cp "$(bench_exe generation)" "$stage/bin/generation"
+    cp "$(bench_exe cloud_overhead)" "$stage/bin/cloud_overhead"
+    strip --strip-debug "$stage/bin/edge-gateway" "$stage/bin/generation" "$stage/bin/cloud_overhead"
   fi
   echo "packing $(find -L "$stage" -type f | wc -l) files into $part_size parts (zstd -15)"
   tar -C "$stage" -chf - . | zstd -q -15 -T0 | split -b "$part_size" -d -a 2 - "$bundle/gpu.tar.zst."

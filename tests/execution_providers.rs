@@ -23,18 +23,18 @@ fn write_config(yaml: &str) -> std::path::PathBuf {
 /// Runs `edge-gateway <args> --config <yaml>` to completion: (exit code, stderr + stdout).
 fn run(args: &[&str], yaml: &str) -> (i32, String) {
     let config = write_config(yaml);
+    let review_dir = std::env::temp_dir().join(format!("edge-gateway-ep-{}", uuid::Uuid::new_v4()));
     let out = Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(args)
         .arg("--config")
         .arg(&config)
         .env("EDGE_GATEWAY__SERVER__LISTEN", "127.0.0.1:0")
-        .env(
-            "EDGE_GATEWAY__REVIEW__DB_PATH",
-            std::env::temp_dir().join(format!("edge-gateway-ep-{}/r.db", uuid::Uuid::new_v4())),
-        )
+        .env("EDGE_GATEWAY__REVIEW__DB_PATH", review_dir.join("r.db"))
         .output()
         .expect("run edge-gateway");
+    common::remove_path(&config);
+    common::remove_path(&review_dir);
     (
         out.status.code().unwrap_or(-1),
         format!(

@@ -15,6 +15,8 @@ use common::{repo_path, GENAI_MODEL, OPTIMUM_MODEL};
 
 /// Runs `edge-gateway args...` to completion and returns (exit code, stderr).
 fn run_gateway(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let review_dir =
+        std::env::temp_dir().join(format!("edge-gateway-startup-{}", uuid::Uuid::new_v4()));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-gateway"));
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(args)
@@ -23,15 +25,13 @@ fn run_gateway(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
         .env("EDGE_GATEWAY__CACHE__OPTIMIZED_GRAPH_DIR", "")
         .env(
             "EDGE_GATEWAY__REVIEW__DB_PATH",
-            std::env::temp_dir().join(format!(
-                "edge-gateway-startup-{}/reviews.db",
-                uuid::Uuid::new_v4()
-            )),
+            review_dir.join("reviews.db"),
         );
     for (k, v) in env {
         cmd.env(k, v);
     }
     let out = cmd.output().expect("run edge-gateway");
+    common::remove_path(&review_dir);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),

@@ -65,6 +65,9 @@ pub struct Gateway {
     pub base: String,
     pub client: reqwest::Client,
     output: Arc<Mutex<String>>,
+    /// Temp files and dirs of this launch (config, default review store), removed on drop so
+    /// repeated suite runs do not pile them up in the temp dir.
+    scratch: Vec<PathBuf>,
 }
 
 /// Absolute path of a repository file.
@@ -104,10 +107,13 @@ impl Gateway {
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-gateway"));
         cmd.current_dir(env!("CARGO_MANIFEST_DIR")).arg("serve");
+        let review_dir = std::env::temp_dir().join(format!("edge-gateway-test-{port}"));
+        let mut scratch = vec![review_dir.clone()];
         if let Some(yaml) = config_yaml {
             let path = std::env::temp_dir().join(format!("edge-gateway-test-{port}.yaml"));
             std::fs::write(&path, yaml).expect("write test config");
-            cmd.arg("--config").arg(path);
+            cmd.arg("--config").arg(&path);
+            scratch.push(path);
         }
         cmd.arg("--model")
             .arg(repo_path(model))
@@ -116,7 +122,7 @@ impl Gateway {
             .env("EDGE_GATEWAY__RUNTIME__INTRA_THREADS", "1")
             .env(
                 "EDGE_GATEWAY__REVIEW__DB_PATH",
-                std::env::temp_dir().join(format!("edge-gateway-test-{port}/reviews.db")),
+                review_dir.join("reviews.db"),
             )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
@@ -162,6 +168,7 @@ impl Gateway {
             base: format!("{scheme}://127.0.0.1:{port}"),
             client,
             output,
+            scratch,
         };
         gateway.wait_ready().await;
         gateway
@@ -318,7 +325,19 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        for path in &self.scratch {
+            remove_path(path);
+        }
     }
+}
+
+/// Removes a temp file or dir if it is there.
+pub fn remove_path(path: &std::path::Path) {
+    let _ = if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
 }
 
 /// Parses an SSE body into its `data:` payloads.

@@ -208,8 +208,9 @@ fi
 if [[ -x $work/bin/cloud_overhead ]]; then
   if [[ $quick == 1 ]]; then cloud_seconds=2; else cloud_seconds=10; fi
   log "cloud_overhead: 100 and 1000 requests/s, ${cloud_seconds} s each"
+  # A failure here must not cost the GPU figures above: the summary is still written.
   "$work/bin/cloud_overhead" --bench --gateway "$gateway" --rates 100,1000 --seconds "$cloud_seconds" \
-    | tee "$out/cloud-overhead.txt"
+    | tee "$out/cloud-overhead.txt" || log "cloud_overhead failed; summary.json has no cloud figures"
 else
   log "no cloud_overhead binary in the bundle: cloud path figures skipped"
 fi

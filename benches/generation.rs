@@ -3,8 +3,11 @@
 //!
 //! ```text
 //! cargo bench --bench generation -- [--model DIR] [--prompt-tokens 512] [--decode-tokens 128] [--runs 3] [--threads N]
-//!     [--providers cuda,cpu [--require-accelerator]]
+//!     [--providers cuda,cpu [--require-accelerator]] [--no-fuse]
 //! ```
+//!
+//! `--no-fuse` runs the graph's per-row int8 matmul chains on ONNX Runtime's own ops instead of
+//! the fused AVX-512 VNNI operator the gateway uses by default (`runtime.fused_int8_matmul`).
 //!
 //! The prompt is built from token ids exactly as `benches/genai_baseline.py` builds it, so both
 //! engines see the same input: BOS, then the tokenizer's ids for [`PROMPT_SENTENCE`] (no special
@@ -42,6 +45,8 @@ struct Args {
     /// Execution providers by kind, default options (`--providers cuda,cpu`); empty = cpu.
     providers: Vec<ProviderSettings>,
     require_accelerator: bool,
+    /// Keep the chains as ONNX Runtime ops (`--no-fuse`).
+    no_fuse: bool,
 }
 
 /// `cuda,cpu` → the providers with their default options, validated like the config's list.
@@ -68,6 +73,7 @@ fn parse_args() -> Result<Args, String> {
         batch: None,
         providers: Vec::new(),
         require_accelerator: false,
+        no_fuse: false,
     };
     // `cargo test --all-targets` runs this without `--bench`: do a quick smoke run instead.
     if !std::env::args().any(|a| a == "--bench") {
@@ -104,6 +110,7 @@ fn parse_args() -> Result<Args, String> {
             "--batch" => args.batch = Some(value("--batch")?.parse().map_err(|e| format!("{e}"))?),
             "--providers" => args.providers = parse_providers(&value("--providers")?)?,
             "--require-accelerator" => args.require_accelerator = true,
+            "--no-fuse" => args.no_fuse = true,
             // cargo bench passes --bench to harness=false targets.
             "--bench" => {}
             other => return Err(format!("unknown argument {other}")),
@@ -278,6 +285,7 @@ fn run() -> Result<(), String> {
             providers: args.providers.clone(),
             require_accelerator: args.require_accelerator,
             max_batch: args.batch.unwrap_or(1),
+            fuse_int8_matmul: !args.no_fuse,
             ..RunnerOptions::default()
         },
     )

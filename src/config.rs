@@ -96,6 +96,7 @@ struct RawTls {
 struct RawRuntime {
     ort_dylib_path: Option<String>,
     intra_threads: usize,
+    fused_int8_matmul: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,6 +188,7 @@ server:
   prepare_queue: 4096
 runtime:
   intra_threads: 0
+  fused_int8_matmul: true
 model:
   path: "onnx/models/edge-tiny-genai"
 engine:
@@ -302,6 +304,8 @@ pub struct RuntimeSettings {
     pub ort_dylib_path: Option<PathBuf>,
     /// 0 = one thread per logical CPU.
     pub intra_threads: usize,
+    /// Fuse per-row int8 matmul chains into the AVX-512 VNNI operator on CPUs that have it.
+    pub fused_int8_matmul: bool,
 }
 
 /// The model package to serve.
@@ -627,6 +631,7 @@ impl RawSettings {
                     .filter(|p| !p.is_empty())
                     .map(PathBuf::from),
                 intra_threads: self.runtime.intra_threads,
+                fused_int8_matmul: self.runtime.fused_int8_matmul,
             },
             model: ModelSettings {
                 path: PathBuf::from(self.model.path),

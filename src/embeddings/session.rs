@@ -48,13 +48,14 @@ impl EncoderSession {
             optimized_graph_dir: None,
             ..RunnerOptions::default()
         };
-        let (session, _) = open_session(
+        let session = open_session(
             env,
             &package.onnx_file,
             &options,
             GraphOptimizationLevel::All,
             None,
-        )?;
+        )?
+        .session;
         let file = &package.onnx_file;
         let mut input_ids = None;
         let mut attention_mask = None;

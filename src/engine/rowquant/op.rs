@@ -81,8 +81,6 @@ impl Operator for RowQuantMatMul {
         Ok(RowQuantKernel {
             weights,
             vector: kernel::vector_kernel_available(),
-            q: Vec::new(),
-            scales: Vec::new(),
         })
     }
 }
@@ -90,9 +88,19 @@ impl Operator for RowQuantMatMul {
 pub struct RowQuantKernel {
     weights: Arc<PackedWeights>,
     vector: bool,
-    /// Scratch reused across calls: quantized activations and their scales.
+}
+
+/// Quantized activations and their scales, reused across calls. One per thread rather than
+/// per kernel: a session runs its nodes one after another, and 81 per-kernel buffers each sized
+/// for a 512-row prefill would hold tens of megabytes for nothing.
+#[derive(Default)]
+struct Scratch {
     q: Vec<u8>,
     scales: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
 }
 
 /// A pointer the parallel tasks share; each writes a disjoint part of what it points to.
@@ -139,12 +147,28 @@ impl Kernel for RowQuantKernel {
             return Ok(());
         }
 
+        SCRATCH.with_borrow_mut(|scratch| self.multiply(ctx, scratch, a, rows, w_scale, y))
+    }
+}
+
+impl RowQuantKernel {
+    fn multiply(
+        &self,
+        ctx: &ComputeContext,
+        scratch: &mut Scratch,
+        a: &[f32],
+        rows: usize,
+        w_scale: &[f32],
+        y: &mut [f32],
+    ) -> ort::Result<()> {
+        let k = self.weights.k;
+        let n = self.weights.n;
         let stride = kernel::padded_k(k);
-        self.q.resize(rows * stride, 0);
-        self.scales.resize(rows, 0.0);
+        scratch.q.resize(rows * stride, 0);
+        scratch.scales.resize(rows, 0.0);
         let (q, scales) = (
-            Shared(self.q.as_mut_ptr()),
-            Shared(self.scales.as_mut_ptr()),
+            Shared(scratch.q.as_mut_ptr()),
+            Shared(scratch.scales.as_mut_ptr()),
         );
         let quantize = |task: usize| {
             let first = task * QUANTIZE_ROWS_PER_TASK;
@@ -164,8 +188,8 @@ impl Kernel for RowQuantKernel {
         }
 
         let ops = Operands {
-            q: &self.q,
-            scales: &self.scales,
+            q: &scratch.q[..rows * stride],
+            scales: &scratch.scales[..rows],
             w: &self.weights,
             w_scale,
         };

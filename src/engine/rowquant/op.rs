@@ -81,6 +81,7 @@ impl Operator for RowQuantMatMul {
         Ok(RowQuantKernel {
             weights,
             vector: kernel::vector_kernel_available(),
+            scratch: Scratch::default(),
         })
     }
 }
@@ -88,20 +89,20 @@ impl Operator for RowQuantMatMul {
 pub struct RowQuantKernel {
     weights: Arc<PackedWeights>,
     vector: bool,
+    scratch: Scratch,
 }
 
-/// Quantized activations and their scales, reused across calls. One per thread rather than
-/// per kernel: a session runs its nodes one after another, and 81 per-kernel buffers each sized
-/// for a 512-row prefill would hold tens of megabytes for nothing.
+/// Quantized activations and their scales, kept by each kernel between decode steps so a step
+/// allocates nothing, but released after a call bigger than [`KEEP_SCRATCH_BYTES`]: 81 kernels
+/// each holding a buffer sized for a 512-row prefill would pin tens of megabytes.
 #[derive(Default)]
 struct Scratch {
     q: Vec<u8>,
     scales: Vec<f32>,
 }
 
-thread_local! {
-    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
-}
+/// Enough for a batch of 8 rows of the widest layer of a few-billion-parameter model.
+const KEEP_SCRATCH_BYTES: usize = 64 << 10;
 
 /// A pointer the parallel tasks share; each writes a disjoint part of what it points to.
 #[derive(Clone, Copy)]
@@ -147,7 +148,12 @@ impl Kernel for RowQuantKernel {
             return Ok(());
         }
 
-        SCRATCH.with_borrow_mut(|scratch| self.multiply(ctx, scratch, a, rows, w_scale, y))
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let result = self.multiply(ctx, &mut scratch, a, rows, w_scale, y);
+        if scratch.q.capacity() <= KEEP_SCRATCH_BYTES {
+            self.scratch = scratch;
+        }
+        result
     }
 }
 
